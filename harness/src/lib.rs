@@ -1,0 +1,64 @@
+//! traced-ffi: a test harness that tells a test exactly which bytes native
+//! code read and wrote.
+//!
+//! A test marked [`#[traced_ffi]`](traced_ffi) hands guarded buffers to C
+//! (or C++, or assembly) code and gets back the ordered list of that code's
+//! memory accesses to them: offset, size, read or write, the values, the
+//! instruction. Nothing in the native code is recompiled or instrumented: a
+//! ptrace supervisor, forked before the tests start, catches every access
+//! to the buffers' protected pages.
+//!
+//! ```no_run
+//! use traced_ffi::{traced_ffi, Tracer};
+//!
+//! unsafe extern "C" { fn fill(buf: *mut u8, n: usize, v: u8); }
+//!
+//! #[traced_ffi]
+//! fn fill_writes_exactly_n(t: &mut Tracer) {
+//!     let mut buf = t.buffer("buf", 64);          // zeroed, guarded
+//!     let ((), trace) = t.call(|| unsafe { fill(buf.as_mut_ptr(), 16, 0xAB) });
+//!     assert_eq!(trace.written(&buf).ranges(), &[0..16]);
+//!     assert!(trace.read(&buf).is_empty());
+//!     assert!(trace.out_of_bounds().is_empty());
+//!     assert_eq!(&buf[..16], &[0xAB; 16]);
+//! }
+//!
+//! traced_ffi::main!();                             // [[test]] harness = false
+//! ```
+//!
+//! The test binary's `main` must be `traced_ffi::main!()` (a `[[test]]`
+//! target with `harness = false`); it takes libtest's command line and works
+//! under `cargo test` and `cargo nextest run`. Tests must be defined in the
+//! test binary itself: registrations in a library crate the binary never
+//! references are dropped by the linker.
+
+mod registry;
+mod run;
+mod tracer;
+
+pub use traced_ffi_macros::traced_ffi;
+pub use traced_ffi_runtime::{
+    Access, AccessKind, CallError, RangeSet, Region, RegionDesc, RegionId, RegionKind, Stats,
+    Trace, Unsupported, describe_ip, symbolize,
+};
+pub use tracer::{Buffer, Tracer, Tracked};
+
+/// Defines the test binary's `main`: runs every `#[traced_ffi]` test with
+/// the libtest command line (filters, `--exact`, `--list`, `--ignored`,
+/// `--include-ignored`, `--test-threads`, `--nocapture`, ...).
+#[macro_export]
+macro_rules! main {
+    () => {
+        fn main() {
+            $crate::__private::main()
+        }
+    };
+}
+
+/// What the `#[traced_ffi]` attribute and `main!()` expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{IntoTestResult, ShouldPanic, TESTS, TestDesc};
+    pub use crate::run::main;
+    pub use linkme;
+}

@@ -1,0 +1,342 @@
+//! What a test holds: the [`Tracer`], its guarded [`Buffer`]s and
+//! [`Tracked`] ranges.
+
+use std::ops::{Deref, DerefMut};
+use std::panic::{self, AssertUnwindSafe, Location};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+
+use traced_ffi_runtime::{
+    AllocError, CallError, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc, RegionId,
+    RegionKind, Trace, page_floor, page_protection,
+};
+
+/// Region ids are unique within the process.
+static NEXT_REGION: AtomicU32 = AtomicU32::new(1);
+
+fn next_region_id() -> RegionId {
+    RegionId(NEXT_REGION.fetch_add(1, Ordering::Relaxed))
+}
+
+#[derive(Debug)]
+struct BufferInner {
+    id: RegionId,
+    name: String,
+    map: GuardedMapping,
+}
+
+/// A zeroed buffer on its own pages: its last byte sits against a guard
+/// page and the bytes before its first byte are redzone. During a traced
+/// call every access to it (out-of-bounds ones included) is recorded;
+/// outside calls it is ordinary memory.
+///
+/// A `Buffer` is an owned value: it does not borrow the [`Tracer`].
+///
+/// ```no_run
+/// # fn demo(t: &mut traced_ffi::Tracer) {
+/// let mut buf = t.buffer("out", 16);
+/// buf[0] = 7;
+/// assert_eq!(buf.len(), 16);
+/// let p: *mut u8 = buf.as_mut_ptr();
+/// # let _ = p; }
+/// ```
+#[derive(Debug)]
+pub struct Buffer {
+    inner: Arc<BufferInner>,
+}
+
+impl Buffer {
+    /// The buffer's first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.inner.map.as_ptr()
+    }
+
+    /// The buffer's first byte, for native code to write through.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.inner.map.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.map.len()
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.inner.map.is_empty()
+    }
+
+    /// The name the test gave the buffer.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+}
+
+impl Region for Buffer {
+    fn region_id(&self) -> RegionId {
+        self.inner.id
+    }
+}
+
+impl Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping holds `len` initialised (zeroed, then written)
+        // bytes, read-write outside traced calls, alive as long as `inner`.
+        unsafe { std::slice::from_raw_parts(self.inner.map.as_ptr(), self.len()) }
+    }
+}
+
+impl DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference
+        // handed out (the Tracer keeps only a weak handle to the mapping).
+        unsafe { std::slice::from_raw_parts_mut(self.inner.map.as_ptr(), self.len()) }
+    }
+}
+
+/// Memory the test did not get from the arena, tracked during calls.
+/// Returned by [`Tracer::track`].
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    id: RegionId,
+    name: String,
+    addr: u64,
+    len: usize,
+}
+
+impl Tracked {
+    /// The name the test gave the range.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Address of the first tracked byte.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+}
+
+impl Region for Tracked {
+    fn region_id(&self) -> RegionId {
+        self.id
+    }
+}
+
+#[derive(Debug)]
+enum Entry {
+    Buffer(Weak<BufferInner>),
+    Tracked {
+        desc: RegionDesc,
+        restore: Vec<Protection>,
+    },
+}
+
+/// The handle a `#[traced_ffi]` test receives: makes buffers and runs
+/// traced calls.
+#[derive(Debug)]
+pub struct Tracer {
+    test: String,
+    entries: Vec<Entry>,
+    allow_unsupported: bool,
+}
+
+impl Tracer {
+    /// A tracer for the test named `test`.
+    pub fn new(test: impl Into<String>) -> Self {
+        Tracer {
+            test: test.into(),
+            entries: Vec::new(),
+            allow_unsupported: false,
+        }
+    }
+
+    /// The name of the test this tracer belongs to.
+    pub fn test_name(&self) -> &str {
+        &self.test
+    }
+
+    /// A zeroed guarded buffer of `len` bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be mapped (see [`Tracer::try_buffer`]).
+    #[track_caller]
+    pub fn buffer(&mut self, name: &str, len: usize) -> Buffer {
+        match self.try_buffer(name, len) {
+            Ok(b) => b,
+            Err(e) => panic!("test `{}`: failed to {e}: {}", self.test, e.source),
+        }
+    }
+
+    /// A zeroed guarded buffer of `len` bytes, or why it cannot be mapped.
+    pub fn try_buffer(&mut self, name: &str, len: usize) -> Result<Buffer, AllocError> {
+        let inner = Arc::new(BufferInner {
+            id: next_region_id(),
+            name: name.to_owned(),
+            map: GuardedMapping::new(name, len)?,
+        });
+        self.entries
+            .retain(|e| !matches!(e, Entry::Buffer(w) if w.strong_count() == 0));
+        self.entries.push(Entry::Buffer(Arc::downgrade(&inner)));
+        Ok(Buffer { inner })
+    }
+
+    /// A guarded buffer holding a copy of `data`.
+    #[track_caller]
+    pub fn buffer_from(&mut self, name: &str, data: &[u8]) -> Buffer {
+        let mut b = self.buffer(name, data.len());
+        b.copy_from_slice(data);
+        b
+    }
+
+    /// Tracks `len` bytes at `ptr` that did not come from the arena (a
+    /// struct returned by C, a `Vec`). During calls their pages are
+    /// protected; accesses to the tracked bytes are recorded, accesses to
+    /// other bytes of those pages are executed but not recorded.
+    ///
+    /// # Safety
+    ///
+    /// The pages holding `ptr..ptr+len` must stay mapped for the tracer's
+    /// life, and no thread other than the one calling [`Tracer::call`] may
+    /// touch them (the calling thread's stack included) while a call runs:
+    /// they are `PROT_NONE` then.
+    pub unsafe fn track(&mut self, name: &str, ptr: *const u8, len: usize) -> Tracked {
+        let addr = ptr as u64;
+        let span_start = page_floor(addr);
+        let span_end = page_floor(addr + len.max(1) as u64 - 1) + PAGE_SIZE as u64;
+        let mut restore: Vec<Protection> = Vec::new();
+        let mut page = span_start;
+        while page < span_end {
+            let prot = page_protection(page).unwrap_or(libc::PROT_READ | libc::PROT_WRITE);
+            match restore.last_mut() {
+                Some((s, l, p)) if *p == prot && *s + *l == page => *l += PAGE_SIZE as u64,
+                _ => restore.push((page, PAGE_SIZE as u64, prot)),
+            }
+            page += PAGE_SIZE as u64;
+        }
+        let id = next_region_id();
+        let desc = RegionDesc {
+            id,
+            name: name.to_owned(),
+            kind: RegionKind::Tracked,
+            start: addr,
+            len: len as u64,
+            span_start,
+            span_len: span_end - span_start,
+        };
+        self.entries.push(Entry::Tracked { desc, restore });
+        Tracked {
+            id,
+            name: name.to_owned(),
+            addr,
+            len,
+        }
+    }
+
+    /// Stops tracking a range returned by [`Tracer::track`].
+    pub fn untrack(&mut self, tracked: &Tracked) {
+        self.entries
+            .retain(|e| !matches!(e, Entry::Tracked { desc, .. } if desc.id == tracked.id));
+    }
+
+    /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)
+    /// entries return normally instead of failing the test.
+    pub fn allow_unsupported(&mut self, allow: bool) {
+        self.allow_unsupported = allow;
+    }
+
+    /// Runs `f` (the native call) with every live buffer and tracked range
+    /// protected, and returns its result with the ordered accesses it made.
+    ///
+    /// # Panics
+    ///
+    /// If tracing is unavailable or fails (the message names the test, the
+    /// call and the cause), if `f` panics (after the pages are restored), or
+    /// if the trace has unsupported instructions and
+    /// [`Tracer::allow_unsupported`] was not set.
+    #[track_caller]
+    pub fn call<R>(&mut self, f: impl FnOnce() -> R) -> (R, Trace) {
+        let caller = Location::caller();
+        match self.call_at(caller, f) {
+            Ok((r, trace)) => {
+                if !self.allow_unsupported && !trace.unsupported().is_empty() {
+                    panic!(
+                        "test `{}`: traced call at {}:{}: {} instruction(s) could not be traced \
+                         exactly, so the trace is incomplete:\n{trace}\nhint: call \
+                         `t.allow_unsupported(true)` to accept an incomplete trace",
+                        self.test,
+                        caller.file(),
+                        caller.line(),
+                        trace.unsupported().len()
+                    );
+                }
+                (r, trace)
+            }
+            Err(e) => panic!("test `{}`: failed to {}", self.test, error_chain(&e)),
+        }
+    }
+
+    /// Like [`Tracer::call`], but returns tracing errors instead of
+    /// panicking, and never fails because of unsupported instructions.
+    #[track_caller]
+    pub fn try_call<R>(&mut self, f: impl FnOnce() -> R) -> Result<(R, Trace), CallError> {
+        self.call_at(Location::caller(), f)
+    }
+
+    fn call_at<R>(
+        &mut self,
+        caller: &Location<'_>,
+        f: impl FnOnce() -> R,
+    ) -> Result<(R, Trace), CallError> {
+        let call = format!("{}:{}", caller.file(), caller.line());
+        let mut alive: Vec<Arc<BufferInner>> = Vec::new();
+        let mut regions = Vec::new();
+        let mut restore = Vec::new();
+        for entry in &self.entries {
+            match entry {
+                Entry::Buffer(weak) => {
+                    if let Some(inner) = weak.upgrade() {
+                        regions.push(inner.map.region(inner.id, &inner.name));
+                        restore.push(inner.map.restore());
+                        alive.push(inner);
+                    }
+                }
+                Entry::Tracked { desc, restore: r } => {
+                    regions.push(desc.clone());
+                    restore.extend_from_slice(r);
+                }
+            }
+        }
+        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore)?;
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        let trace = active.end();
+        drop(alive);
+        match result {
+            Ok(r) => Ok((r, trace?)),
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+}
+
+/// `error: cause: cause` on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

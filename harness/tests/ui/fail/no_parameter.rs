@@ -1,0 +1,8 @@
+use traced_ffi::traced_ffi;
+
+#[traced_ffi]
+fn no_parameter() {}
+
+fn main() {
+    let _ = no_parameter;
+}

@@ -1,0 +1,186 @@
+//! Guarded memory: each buffer on its own pages, its last byte against a
+//! guard page, a guard page before its first page.
+//!
+//! ```text
+//! | guard page | redzone .. buffer bytes | guard page |
+//!   PROT_NONE    data pages (RW outside calls)   PROT_NONE
+//!              ^ span_start                          ^ span_end
+//! ```
+//!
+//! During a call the whole span is `PROT_NONE`, so every access to it,
+//! including one byte before the start or past the end, faults and is
+//! recorded with its offset relative to the buffer.
+
+use std::io;
+use std::ptr::NonNull;
+
+use crate::error::AllocError;
+use crate::event::{RegionDesc, RegionId, RegionKind};
+
+/// The page size (x86-64 Linux base pages).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Rounds `n` up to a multiple of the page size.
+pub const fn page_ceil(n: usize) -> usize {
+    n.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+/// Rounds `n` down to a multiple of the page size.
+pub const fn page_floor(n: u64) -> u64 {
+    n - n % PAGE_SIZE as u64
+}
+
+/// One guarded mapping holding one buffer. Unmapped on drop.
+#[derive(Debug)]
+pub struct GuardedMapping {
+    base: NonNull<u8>,
+    span_len: usize,
+    start: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it between
+// threads moves that ownership.
+unsafe impl Send for GuardedMapping {}
+// SAFETY: shared references hand out only raw pointers and the length.
+unsafe impl Sync for GuardedMapping {}
+
+impl GuardedMapping {
+    /// Maps a zeroed buffer of `len` bytes between two guard pages.
+    pub fn new(name: &str, len: usize) -> Result<Self, AllocError> {
+        let err = |source| AllocError {
+            name: name.to_owned(),
+            len,
+            source,
+        };
+        let data_len = page_ceil(len.max(1));
+        let span_len = data_len + 2 * PAGE_SIZE;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span_len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(err(io::Error::last_os_error()));
+        }
+        let base = base.cast::<u8>();
+        // SAFETY: base + PAGE_SIZE .. + data_len lies inside the mapping just made.
+        let data = unsafe { base.add(PAGE_SIZE) };
+        // SAFETY: the data pages lie inside the mapping just made.
+        if unsafe { libc::mprotect(data.cast(), data_len, libc::PROT_READ | libc::PROT_WRITE) } != 0
+        {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the mapping made above, which nothing references.
+            unsafe { libc::munmap(base.cast(), span_len) };
+            return Err(err(e));
+        }
+        // SAFETY: data + data_len - len is within the data pages.
+        let start = unsafe { data.add(data_len - len) };
+        Ok(GuardedMapping {
+            base: NonNull::new(base).ok_or_else(|| err(io::Error::other("mmap returned null")))?,
+            span_len,
+            start: NonNull::new(start)
+                .ok_or_else(|| err(io::Error::other("mmap returned null")))?,
+            len,
+        })
+    }
+
+    /// The buffer's first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.start.as_ptr()
+    }
+
+    /// The buffer's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The region descriptor for the supervisor.
+    pub fn region(&self, id: RegionId, name: &str) -> RegionDesc {
+        RegionDesc {
+            id,
+            name: name.to_owned(),
+            kind: RegionKind::Buffer,
+            start: self.start.as_ptr() as u64,
+            len: self.len as u64,
+            span_start: self.base.as_ptr() as u64,
+            span_len: self.span_len as u64,
+        }
+    }
+
+    /// What to restore after a call: the data pages read-write (the guard
+    /// pages stay `PROT_NONE`).
+    pub fn restore(&self) -> (u64, u64, i32) {
+        (
+            self.base.as_ptr() as u64 + PAGE_SIZE as u64,
+            (self.span_len - 2 * PAGE_SIZE) as u64,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    }
+}
+
+impl Drop for GuardedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `new` and is unmapped only here.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.span_len) };
+    }
+}
+
+/// The protection of the page holding `addr` in this process, from
+/// `/proc/self/maps` (`PROT_*` bits), or `None` if it is not mapped.
+pub fn page_protection(addr: u64) -> Option<i32> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (lo, hi) = fields.next()?.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let perms = fields.next()?.as_bytes();
+        (lo <= addr && addr < hi).then(|| {
+            let mut prot = libc::PROT_NONE;
+            if perms.first() == Some(&b'r') {
+                prot |= libc::PROT_READ;
+            }
+            if perms.get(1) == Some(&b'w') {
+                prot |= libc::PROT_WRITE;
+            }
+            if perms.get(2) == Some(&b'x') {
+                prot |= libc::PROT_EXEC;
+            }
+            prot
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_ends_against_the_guard_page() {
+        let m = GuardedMapping::new("b", 10).expect("mmap works");
+        let end = m.as_ptr() as u64 + 10;
+        assert_eq!(end % PAGE_SIZE as u64, 0);
+        let d = m.region(RegionId(1), "b");
+        assert_eq!(d.span_end(), end + PAGE_SIZE as u64);
+        assert_eq!(d.span_start, end - 2 * PAGE_SIZE as u64);
+        assert_eq!(page_protection(end), Some(libc::PROT_NONE));
+        assert_eq!(
+            page_protection(end - 1),
+            Some(libc::PROT_READ | libc::PROT_WRITE)
+        );
+    }
+}

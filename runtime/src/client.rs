@@ -1,0 +1,261 @@
+//! The traced process's side of the protocol (see `protocol`): start and end
+//! a traced call, and ring the supervisor's doorbell.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::error::CallError;
+use crate::event::{RegionDesc, Trace};
+use crate::protocol::{self, Reply, Request, StartCall};
+
+/// Whether this process is traced, set once by `launch`.
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Seized by a supervisor; calls are traced.
+    Traced(Client),
+    /// Not traced, for this reason; traced calls fail with it.
+    Untraced(String),
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+pub(crate) fn install(state: State) {
+    // A second launch in one process is refused before it gets here.
+    let _ = STATE.set(state);
+}
+
+/// The connection to the supervisor. Its mutex is the process-wide call
+/// lock: traced calls from many threads take turns.
+#[derive(Debug)]
+pub(crate) struct Client {
+    sock: Mutex<UnixStream>,
+}
+
+impl Client {
+    pub(crate) fn new(sock: UnixStream) -> Self {
+        Client {
+            sock: Mutex::new(sock),
+        }
+    }
+}
+
+/// A `mprotect` to apply: `(start, len, prot)`.
+pub type Protection = (u64, u64, i32);
+
+/// A traced call in progress: the pages are protected, the supervisor
+/// records faults. End it with [`ActiveCall::end`]; dropping it ends it too
+/// (discarding the trace), so a panicking closure leaves no page protected.
+#[derive(Debug)]
+pub struct ActiveCall {
+    guard: Option<MutexGuard<'static, UnixStream>>,
+    call: String,
+    restore: Vec<Protection>,
+    affinity: Option<libc::cpu_set_t>,
+}
+
+/// Starts a traced call on the current thread.
+///
+/// `regions` are registered with the supervisor and their spans set to
+/// `PROT_NONE`; `restore` is what [`ActiveCall::end`] applies afterwards.
+pub fn begin_call(
+    test: &str,
+    call: &str,
+    regions: Vec<RegionDesc>,
+    restore: Vec<Protection>,
+) -> Result<ActiveCall, CallError> {
+    let client = match STATE.get() {
+        Some(State::Traced(client)) => client,
+        Some(State::Untraced(reason)) => {
+            return Err(CallError::Unavailable {
+                reason: reason.clone(),
+            });
+        }
+        None => {
+            return Err(CallError::Unavailable {
+                reason: "the supervisor was never started (is `traced_ffi::main!()` the test binary's main?)"
+                    .into(),
+            });
+        }
+    };
+    let mut guard = client.sock.lock().unwrap_or_else(|p| p.into_inner());
+    let affinity = pin_to_current_cpu();
+    let io_err = |source| CallError::Io {
+        call: call.to_owned(),
+        source,
+    };
+    let spans: Vec<(u64, u64)> = merged_spans(&regions);
+    let start = StartCall {
+        // SAFETY: gettid has no preconditions.
+        tid: unsafe { libc::gettid() },
+        cpu: affinity.map(|(_, cpu)| cpu),
+        test: test.to_owned(),
+        call: call.to_owned(),
+        regions,
+    };
+    let mut active = ActiveCall {
+        guard: None,
+        call: call.to_owned(),
+        restore,
+        affinity: affinity.map(|(set, _)| set),
+    };
+    protocol::write_frame(&mut *guard, &Request::StartCall(start)).map_err(io_err)?;
+    ring().map_err(io_err)?;
+    match protocol::read_frame::<Reply>(&mut *guard).map_err(io_err)? {
+        Reply::Started => {}
+        Reply::Refused(reason) => {
+            return Err(CallError::Refused {
+                call: call.to_owned(),
+                reason,
+            });
+        }
+        Reply::Trace(_) => {
+            return Err(CallError::Protocol {
+                call: call.to_owned(),
+                what: "a trace in answer to StartCall".into(),
+            });
+        }
+    }
+    active.guard = Some(guard);
+    for (start, end) in spans {
+        protect(start, end - start, libc::PROT_NONE).map_err(|source| CallError::Protect {
+            call: call.to_owned(),
+            addr: start,
+            source,
+        })?;
+    }
+    Ok(active)
+}
+
+impl ActiveCall {
+    /// Ends the call: restores the pages and returns the trace.
+    pub fn end(mut self) -> Result<Trace, CallError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<Trace, CallError> {
+        let Some(mut guard) = self.guard.take() else {
+            return Err(CallError::Protocol {
+                call: self.call.clone(),
+                what: "the call was already ended".into(),
+            });
+        };
+        let mut first_err = None;
+        for &(start, len, prot) in &self.restore {
+            if let Err(source) = protect(start, len, prot) {
+                first_err.get_or_insert(CallError::Protect {
+                    call: self.call.clone(),
+                    addr: start,
+                    source,
+                });
+            }
+        }
+        let call = self.call.clone();
+        let io_err = |source| CallError::Io {
+            call: call.clone(),
+            source,
+        };
+        let result = protocol::write_frame(&mut *guard, &Request::EndCall)
+            .and_then(|()| ring())
+            .map_err(io_err)
+            .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));
+        if let Some(set) = self.affinity.take() {
+            // SAFETY: `set` is a valid cpu_set_t saved from sched_getaffinity.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        }
+        drop(guard);
+        if let Some(err) = first_err {
+            return Err(err);
+        }
+        match result? {
+            Reply::Trace(trace) => Ok(trace),
+            other => Err(CallError::Protocol {
+                call: self.call.clone(),
+                what: format!("{other:?} in answer to EndCall"),
+            }),
+        }
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            let _ = self.finish();
+        } else if let Some(set) = self.affinity.take() {
+            // SAFETY: `set` is a valid cpu_set_t saved from sched_getaffinity.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        }
+    }
+}
+
+/// The spans of all regions, merged into disjoint `(start, end)` ranges.
+fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = regions
+        .iter()
+        .map(|r| (r.span_start, r.span_end()))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {
+    // SAFETY: the ranges come from regions the test registered: arena
+    // mappings it owns, or memory the caller of `track` vouched for.
+    let ret = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Rings the supervisor's doorbell: a SIGSTOP to this very thread. It cannot
+/// be blocked; the supervisor checks that it came from us (`SI_TKILL`, our
+/// pid) and that a request is waiting.
+fn ring() -> io::Result<()> {
+    // SAFETY: getpid/gettid have no preconditions; tgkill to our own thread
+    // with SIGSTOP is caught by the supervisor before delivery.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::gettid(),
+            libc::SIGSTOP,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Pins the calling thread to the CPU it runs on, returning the previous
+/// mask and the CPU. The supervisor pins itself to the same CPU, so each
+/// stop and resume is a same-CPU wake-up (`LIMITS.md`: ~7 µs, not ~47 µs).
+fn pin_to_current_cpu() -> Option<(libc::cpu_set_t, usize)> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `old` is a valid out-parameter of the size given.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
+        return None;
+    }
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu < CPU_SETSIZE: sched_getcpu or the caller's CPU number.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size given.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } != 0 {
+        return None;
+    }
+    Some((old, cpu))
+}

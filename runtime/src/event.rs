@@ -1,0 +1,449 @@
+//! What a traced call produces: regions, accesses, unsupported instructions
+//! and the cost of tracing them, gathered into a [`Trace`].
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// At most this many bytes of an access's value are kept in [`Access::bytes`].
+pub const MAX_RECORDED_BYTES: usize = 64;
+
+/// Identifies one region (a guarded buffer or a tracked range) within a
+/// process. Ids are never reused while the process lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RegionId(pub u32);
+
+/// Anything that names a region: a `Buffer`, a tracked range, or the id.
+pub trait Region {
+    /// The region's id.
+    fn region_id(&self) -> RegionId;
+}
+
+impl Region for RegionId {
+    fn region_id(&self) -> RegionId {
+        *self
+    }
+}
+
+/// How a region's memory was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegionKind {
+    /// A buffer from the guarded arena: its own pages, a guard page after
+    /// its last byte, redzone before its first. Every access to its span is
+    /// recorded, out-of-bounds ones included.
+    Buffer,
+    /// Memory the test did not get from the arena. Its pages may hold other
+    /// data: accesses to those bytes are executed but not recorded.
+    Tracked,
+}
+
+/// A region as registered with the supervisor for one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionDesc {
+    /// The region's id.
+    pub id: RegionId,
+    /// The name the test gave it (`t.buffer("out", 16)` → `out`).
+    pub name: String,
+    /// Buffer or tracked memory.
+    pub kind: RegionKind,
+    /// Address of the region's first byte.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// First byte of the page-aligned span protected during a call.
+    pub span_start: u64,
+    /// Length of that span (a multiple of the page size).
+    pub span_len: u64,
+}
+
+impl RegionDesc {
+    /// One past the region's last byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+
+    /// One past the span's last byte.
+    pub fn span_end(&self) -> u64 {
+        self.span_start + self.span_len
+    }
+}
+
+/// The kind of one memory access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccessKind {
+    /// Bytes were loaded.
+    Read,
+    /// Bytes were stored.
+    Write,
+    /// Bytes may have been stored: a conditional store whose outcome the
+    /// tracer could not observe.
+    MaybeWrite,
+}
+
+impl fmt::Display for AccessKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccessKind::Read => "read",
+            AccessKind::Write => "write",
+            AccessKind::MaybeWrite => "maybe-write",
+        })
+    }
+}
+
+/// One memory access made by native code to a region during a traced call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Read, write, or maybe-write.
+    pub kind: AccessKind,
+    /// The region the access falls in; `None` if it is out of bounds of
+    /// every region (it touched a protected page outside any region's bytes).
+    pub region: Option<RegionId>,
+    /// Offset of the first byte accessed, relative to the region's first
+    /// byte: negative before the start, `>= len` past the end.
+    pub offset: isize,
+    /// Number of bytes accessed.
+    pub len: usize,
+    /// The bytes read (their value before the instruction) or written
+    /// (after it); at most [`MAX_RECORDED_BYTES`] of them.
+    pub bytes: Vec<u8>,
+    /// The thread that made the access.
+    pub tid: i32,
+    /// The instruction's address.
+    pub ip: u64,
+    /// The instruction, disassembled (Intel syntax).
+    pub insn: String,
+}
+
+impl Access {
+    /// The accessed byte offsets, relative to the region's first byte.
+    pub fn range(&self) -> Range<isize> {
+        self.offset..self.offset + self.len as isize
+    }
+}
+
+/// An instruction that touched a protected page and that the tracer could
+/// not account for exactly. Its presence fails the test unless the test
+/// opted out: the trace is then known to be incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsupported {
+    /// The instruction's address.
+    pub ip: u64,
+    /// The instruction's bytes (up to 15), as read from the tracee.
+    pub insn_bytes: Vec<u8>,
+    /// The instruction, disassembled (or `(bad)`).
+    pub insn: String,
+    /// Why it is not supported.
+    pub reason: String,
+    /// The thread that executed it.
+    pub tid: i32,
+    /// How many times this instruction faulted during the call.
+    pub count: u64,
+}
+
+/// What tracing one call cost, counted by the supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Page faults on protected pages handled during the call.
+    pub faults: u64,
+    /// Tracee stops the supervisor handled during the call, doorbells included.
+    pub stops: u64,
+    /// ptrace requests the supervisor issued during the call.
+    pub ptrace_requests: u64,
+    /// Faulting instructions executed by the one-stop displaced-instruction
+    /// stub (the fast path).
+    pub stub_path: u64,
+    /// Faulting instructions executed by the general path (injected
+    /// `mprotect`, single-step, injected `mprotect`: four stops).
+    pub step_path: u64,
+    /// Instruction decodes served from the per-call cache.
+    pub decode_cache_hits: u64,
+}
+
+/// The ordered accesses of one traced call, with the regions they refer to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Regions registered for the call.
+    pub(crate) regions: Vec<RegionDesc>,
+    /// Accesses, in the order they happened.
+    pub(crate) accesses: Vec<Access>,
+    /// Instructions the tracer could not account for.
+    pub(crate) unsupported: Vec<Unsupported>,
+    /// What tracing cost.
+    pub(crate) stats: Stats,
+}
+
+impl Trace {
+    /// Assembles a trace (used by the supervisor).
+    pub(crate) fn new(
+        regions: Vec<RegionDesc>,
+        accesses: Vec<Access>,
+        unsupported: Vec<Unsupported>,
+        stats: Stats,
+    ) -> Self {
+        Trace {
+            regions,
+            accesses,
+            unsupported,
+            stats,
+        }
+    }
+
+    /// Every access, in order.
+    pub fn accesses(&self) -> &[Access] {
+        &self.accesses
+    }
+
+    /// Every access to `region`, in order (out-of-bounds ones included).
+    pub fn accesses_to(&self, region: &impl Region) -> Vec<&Access> {
+        let id = region.region_id();
+        self.accesses
+            .iter()
+            .filter(|a| a.region == Some(id))
+            .collect()
+    }
+
+    /// Instructions the tracer could not account for. A non-empty list means
+    /// the trace is incomplete.
+    pub fn unsupported(&self) -> &[Unsupported] {
+        &self.unsupported
+    }
+
+    /// What tracing this call cost.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The regions registered for the call.
+    pub fn regions(&self) -> &[RegionDesc] {
+        &self.regions
+    }
+
+    /// The description of one region, if it was registered for the call.
+    pub fn region(&self, region: &impl Region) -> Option<&RegionDesc> {
+        let id = region.region_id();
+        self.regions.iter().find(|r| r.id == id)
+    }
+
+    fn ranges_of(&self, region: &impl Region, keep: impl Fn(AccessKind) -> bool) -> RangeSet {
+        let mut set = RangeSet::default();
+        let Some(desc) = self.region(region) else {
+            return set;
+        };
+        let len = desc.len as isize;
+        for a in self
+            .accesses
+            .iter()
+            .filter(|a| a.region == Some(desc.id) && keep(a.kind))
+        {
+            let r = a.range();
+            let (start, end) = (r.start.clamp(0, len), r.end.clamp(0, len));
+            if start < end {
+                set.insert(start as usize..end as usize);
+            }
+        }
+        set
+    }
+
+    /// The bytes of `region` that were read, as offsets; bytes outside the
+    /// region (out of bounds) are not included: see [`Trace::out_of_bounds`].
+    pub fn read(&self, region: &impl Region) -> RangeSet {
+        self.ranges_of(region, |k| k == AccessKind::Read)
+    }
+
+    /// The bytes of `region` that were certainly written.
+    pub fn written(&self, region: &impl Region) -> RangeSet {
+        self.ranges_of(region, |k| k == AccessKind::Write)
+    }
+
+    /// The bytes of `region` that may have been written by conditional stores.
+    pub fn maybe_written(&self, region: &impl Region) -> RangeSet {
+        self.ranges_of(region, |k| k == AccessKind::MaybeWrite)
+    }
+
+    /// Accesses that touched bytes outside their region: redzone before a
+    /// buffer, guard bytes after it, or no region at all.
+    pub fn out_of_bounds(&self) -> Vec<&Access> {
+        self.accesses
+            .iter()
+            .filter(|a| match a.region.and_then(|id| self.region(&id)) {
+                None => true,
+                Some(desc) => a.offset < 0 || a.offset as i128 + a.len as i128 > desc.len as i128,
+            })
+            .collect()
+    }
+
+    /// A short name for where an access went: `buf[0x2..0x4]`, `buf[-1..0]`.
+    pub fn describe_location(&self, a: &Access) -> String {
+        let name = a
+            .region
+            .and_then(|id| self.region(&id))
+            .map_or("?", |d| d.name.as_str());
+        let r = a.range();
+        format!("{name}[{}..{}]", fmt_offset(r.start), fmt_offset(r.end))
+    }
+}
+
+fn fmt_offset(v: isize) -> String {
+    if v < 0 {
+        format!("-{:#x}", v.unsigned_abs())
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+fn hex_bytes(bytes: &[u8], len: usize) -> String {
+    const SHOWN: usize = 16;
+    let mut s: String = bytes
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if len > SHOWN {
+        s.push_str(" …");
+    }
+    s
+}
+
+impl fmt::Display for Trace {
+    /// A table with one line per access: kind, location, length, bytes,
+    /// instruction address (symbol+offset) and the instruction.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows: Vec<[String; 6]> = self
+            .accesses
+            .iter()
+            .map(|a| {
+                [
+                    a.kind.to_string(),
+                    self.describe_location(a),
+                    a.len.to_string(),
+                    hex_bytes(&a.bytes, a.len),
+                    crate::symbols::describe_ip(a.ip),
+                    a.insn.clone(),
+                ]
+            })
+            .collect();
+        let header = ["kind", "where", "len", "bytes", "at", "instruction"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| -> fmt::Result {
+            let [k, w, l, b, at, insn] = cells;
+            writeln!(
+                f,
+                "  {k:<kw$}  {w:<ww$}  {l:>lw$}  {b:<bw$}  {at:<aw$}  {insn}",
+                kw = widths[0],
+                ww = widths[1],
+                lw = widths[2],
+                bw = widths[3],
+                aw = widths[4],
+            )
+        };
+        writeln!(
+            f,
+            "{} access(es), {} fault(s), {} stop(s), {} ptrace request(s)",
+            self.accesses.len(),
+            self.stats.faults,
+            self.stats.stops,
+            self.stats.ptrace_requests
+        )?;
+        line(f, header)?;
+        for row in &rows {
+            line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+        }
+        for u in &self.unsupported {
+            writeln!(
+                f,
+                "  UNSUPPORTED ×{} at {} `{}` [{}]: {}",
+                u.count,
+                crate::symbols::describe_ip(u.ip),
+                u.insn,
+                hex_bytes(&u.insn_bytes, u.insn_bytes.len()),
+                u.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A set of byte offsets, kept as sorted, merged, disjoint ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeSet {
+    ranges: Vec<Range<usize>>,
+}
+
+impl RangeSet {
+    /// The ranges: sorted, merged (adjacent ranges join), disjoint.
+    pub fn ranges(&self) -> &[Range<usize>] {
+        &self.ranges
+    }
+
+    /// True if no byte is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Number of bytes in the set.
+    pub fn byte_count(&self) -> usize {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// True if `offset` is in the set.
+    pub fn contains(&self, offset: usize) -> bool {
+        self.ranges.iter().any(|r| r.contains(&offset))
+    }
+
+    /// Adds a range, keeping the set sorted and merged.
+    pub fn insert(&mut self, range: Range<usize>) {
+        if range.start >= range.end {
+            return;
+        }
+        let (mut start, mut end) = (range.start, range.end);
+        let mut kept = Vec::with_capacity(self.ranges.len() + 1);
+        for r in self.ranges.drain(..) {
+            if r.end < start || r.start > end {
+                kept.push(r);
+            } else {
+                start = start.min(r.start);
+                end = end.max(r.end);
+            }
+        }
+        kept.push(start..end);
+        kept.sort_by_key(|r| r.start);
+        self.ranges = kept;
+    }
+}
+
+impl FromIterator<Range<usize>> for RangeSet {
+    fn from_iter<I: IntoIterator<Item = Range<usize>>>(iter: I) -> Self {
+        let mut set = RangeSet::default();
+        for r in iter {
+            set.insert(r);
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_set_merges_adjacent_and_overlapping_ranges() {
+        let set: RangeSet = [4..6, 0..2, 2..3, 5..9, 12..13].into_iter().collect();
+        assert_eq!(set.ranges(), &[0..3, 4..9, 12..13]);
+        assert_eq!(set.byte_count(), 9);
+        assert!(set.contains(8) && !set.contains(9));
+    }
+
+    #[test]
+    fn range_set_ignores_empty_ranges() {
+        let mut set = RangeSet::default();
+        set.insert(3..3);
+        assert!(set.is_empty());
+    }
+}

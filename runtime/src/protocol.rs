@@ -1,0 +1,129 @@
+//! The messages between the test process (the tracee, "child") and the
+//! supervisor (its parent), and how they travel.
+//!
+//! Transport: a `UnixStream` pair made before the fork; each message is a
+//! little-endian `u32` length followed by that many bytes of postcard.
+//!
+//! Start-up (once per process, see `launch`):
+//!
+//! ```text
+//! child                                  supervisor
+//! prctl(PDEATHSIG); check getppid()      PTRACE_SEIZE(child, EXITKILL|TRACESYSGOOD|TRACECLONE)
+//! read Handshake  <───────────────────── write Handshake::Traced | Handshake::Untraced(why)
+//! ```
+//!
+//! One traced call (see `client::Client::begin_call` / `ActiveCall::end`):
+//!
+//! ```text
+//! child (calling thread T)               supervisor
+//! lock CALL_LOCK; pin T to its CPU
+//! write Request::StartCall ────────────>
+//! tgkill(T, SIGSTOP)  (the doorbell)     waitid: T in signal-delivery-stop, SIGSTOP
+//!                                        check si_code == SI_TKILL, si_pid == child,
+//!                                        a request is waiting on the socket; else the
+//!                                        SIGSTOP is the program's and is delivered
+//!                                        read StartCall; register regions; pin self to
+//!                                        T's CPU; PTRACE_CONT(T) without the signal
+//! read Reply  <───────────────────────── write Reply::Started (or Refused)
+//! mprotect(spans, PROT_NONE)
+//! run the native code ...                each SIGSEGV of T on a protected page: decode,
+//!                                        record, execute once, re-protect (see fault.rs)
+//! mprotect(spans, back to RW)
+//! write Request::EndCall ──────────────>
+//! tgkill(T, SIGSTOP)                     doorbell checked as above; read EndCall;
+//!                                        build the Trace; unpin; PTRACE_CONT(T)
+//! read Reply  <───────────────────────── write Reply::Trace (after resuming T: the
+//! unpin T; unlock CALL_LOCK              trace may be larger than the socket buffer)
+//! ```
+//!
+//! Every request is answered by exactly one reply, written only after the
+//! requesting thread has been resumed. A request is only ever sent while
+//! holding the call lock, so at most one request is in flight.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::event::{RegionDesc, Trace};
+
+/// Sent by the supervisor once, right after the fork.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Handshake {
+    /// The child is seized; traced calls work.
+    Traced,
+    /// The child is not traced; traced calls fail with this reason.
+    Untraced(String),
+}
+
+/// A request from the calling thread to the supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Begin a traced call on thread `tid`.
+    StartCall(StartCall),
+    /// End the traced call; the reply carries the Trace.
+    EndCall,
+}
+
+/// What the supervisor needs to know to trace one call.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StartCall {
+    /// The calling thread (it rings the doorbell).
+    pub(crate) tid: i32,
+    /// The CPU the calling thread is pinned to for the call, if any.
+    pub(crate) cpu: Option<usize>,
+    /// The test's name, for error messages.
+    pub(crate) test: String,
+    /// The call's location (`file:line`), for error messages.
+    pub(crate) call: String,
+    /// Regions whose spans will be protected during the call.
+    pub(crate) regions: Vec<RegionDesc>,
+}
+
+/// The supervisor's answer to a request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The call is registered; protect the pages and run it.
+    Started,
+    /// The request was refused, with the reason.
+    Refused(String),
+    /// The call's trace.
+    Trace(Trace),
+}
+
+/// Writes one length-prefixed postcard frame.
+pub(crate) fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| io::Error::other(format!("message of {} bytes is too large", body.len())))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)
+}
+
+/// Reads one length-prefixed postcard frame.
+pub(crate) fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut body)?;
+    postcard::from_bytes(&body).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_a_byte_stream() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Reply::Refused("busy".into())).expect("write to a Vec");
+        write_frame(&mut buf, &Request::EndCall).expect("write to a Vec");
+        let mut r = &buf[..];
+        assert!(matches!(read_frame::<Reply>(&mut r), Ok(Reply::Refused(s)) if s == "busy"));
+        assert!(matches!(
+            read_frame::<Request>(&mut r),
+            Ok(Request::EndCall)
+        ));
+    }
+}

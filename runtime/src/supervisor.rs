@@ -1,0 +1,500 @@
+//! The supervisor: one thread, blocked in `waitid` until a tracee thread
+//! stops. It answers doorbells (see `protocol`), handles faults on protected
+//! pages during a call (see `fault`), and passes every other signal on.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+use libc::{c_int, pid_t};
+
+use crate::decode::Decoded;
+use crate::event::{Access, RegionDesc, Stats, Trace, Unsupported};
+use crate::protocol::{self, Handshake, Reply, Request};
+use crate::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
+
+/// `SEGV_MAPERR` (siginfo.h): no mapping at the address.
+const SEGV_MAPERR: c_int = 1;
+/// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
+pub(crate) const SEGV_ACCERR: c_int = 2;
+/// `SI_TKILL` (siginfo.h): the signal was sent by tkill/tgkill.
+const SI_TKILL: c_int = -6;
+
+/// A traced call in progress.
+pub(crate) struct Call {
+    pub(crate) tid: pid_t,
+    pub(crate) test: String,
+    pub(crate) call: String,
+    pub(crate) regions: Vec<RegionDesc>,
+    /// Protected page ranges `(start, end)`, sorted and merged.
+    pub(crate) protected: Vec<(u64, u64)>,
+    pub(crate) accesses: Vec<Access>,
+    pub(crate) unsupported: Vec<Unsupported>,
+    /// Writes whose bytes are read back at the thread's next stop:
+    /// `(index into accesses, address, bytes to read)`.
+    pub(crate) pending: Vec<(usize, u64, usize)>,
+    pub(crate) cache: HashMap<u64, Rc<Decoded>>,
+    pub(crate) stats: Stats,
+    requests_at_start: u64,
+}
+
+impl Call {
+    /// True if `[addr, addr+len)` overlaps a protected page.
+    pub(crate) fn is_protected(&self, addr: u64, len: u64) -> bool {
+        self.protected
+            .iter()
+            .any(|&(s, e)| addr < e && addr + len.max(1) > s)
+    }
+}
+
+pub(crate) struct Supervisor {
+    pub(crate) child: pid_t,
+    sock: UnixStream,
+    pub(crate) mem: File,
+    pub(crate) stub_base: u64,
+    pub(crate) pt: Ptrace,
+    pub(crate) call: Option<Call>,
+    /// The stub code last written, to skip identical rewrites.
+    pub(crate) last_stub: Vec<u8>,
+    /// The supervisor's CPU mask before a call pinned it.
+    affinity: Option<libc::cpu_set_t>,
+}
+
+/// `PTRACE_O_*` options for the seize.
+const SEIZE_OPTIONS: c_int =
+    libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE;
+
+/// Seizes `child` and supervises it until it exits; never returns.
+pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> ! {
+    // The terminal's Ctrl-C and Ctrl-\ go to the whole process group: let the
+    // child take them and mirror its death. A reply to a dead child must not
+    // kill the supervisor.
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+        // SAFETY: setting a standard disposition.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut pt = Ptrace::default();
+    let seized = pt.seize(child, SEIZE_OPTIONS).or_else(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            // Under a tracer that cannot set EXITKILL (rr): retry without it.
+            pt.seize(child, SEIZE_OPTIONS & !libc::PTRACE_O_EXITKILL)
+        } else {
+            Err(e)
+        }
+    });
+    let mem = seized.and_then(|()| {
+        File::options()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{child}/mem"))
+    });
+    let mem = match mem {
+        Ok(mem) => mem,
+        Err(e) => {
+            let reason = format!(
+                "ptrace(PTRACE_SEIZE) of the test process failed: {e} (is ptrace allowed here? \
+                 check /proc/sys/kernel/yama/ptrace_scope, seccomp profiles, and whether a \
+                 debugger or strace is already attached)"
+            );
+            let _ = protocol::write_frame(&mut sock, &Handshake::Untraced(reason));
+            drop(sock);
+            wait_untraced(child)
+        }
+    };
+    if let Err(e) = protocol::write_frame(&mut sock, &Handshake::Traced) {
+        report(format_args!("cannot reach the test process: {e}"));
+    }
+    let sup = Supervisor {
+        child,
+        sock,
+        mem,
+        stub_base,
+        pt,
+        call: None,
+        last_stub: Vec::new(),
+        affinity: None,
+    };
+    sup.run()
+}
+
+/// Prints a supervisor message on stderr.
+pub(crate) fn report(msg: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr(), "traced-ffi supervisor: {msg}");
+}
+
+/// Waits for an untraced child and mirrors its exit.
+fn wait_untraced(child: pid_t) -> ! {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-parameter.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if r == -1 {
+            std::process::exit(101);
+        }
+        if libc::WIFEXITED(status) {
+            std::process::exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            die_of(libc::WTERMSIG(status));
+        }
+    }
+}
+
+/// Dies of `sig` as the child did, without dumping the supervisor's core.
+fn die_of(sig: c_int) -> ! {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process with valid arguments.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    std::process::exit(128 + sig)
+}
+
+impl Supervisor {
+    fn run(mut self) -> ! {
+        loop {
+            let event = match ptrace::wait_any() {
+                Ok(event) => event,
+                Err(e) => {
+                    report(format_args!("waitid failed: {e}"));
+                    std::process::exit(101);
+                }
+            };
+            if let Some(call) = &mut self.call {
+                call.stats.stops += 1;
+            }
+            match event {
+                WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
+                WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
+                WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
+                    if self.call.as_ref().is_some_and(|c| c.tid == tid) {
+                        report(format_args!(
+                            "the thread of the traced call (tid {tid}) exited during the call"
+                        ));
+                        self.end_call_state();
+                    }
+                }
+                WaitEvent::SignalStop { tid, signal } => self.on_signal(tid, signal),
+                WaitEvent::EventStop { tid, signal, event } => {
+                    let is_group_stop = event == PTRACE_EVENT_STOP
+                        && matches!(
+                            signal,
+                            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                        );
+                    if is_group_stop {
+                        self.ok(tid, |pt| pt.listen(tid));
+                    } else {
+                        self.resume(tid, 0);
+                    }
+                }
+                WaitEvent::SyscallStop { tid } => self.resume(tid, 0),
+                WaitEvent::Other => {}
+            }
+        }
+    }
+
+    /// Runs a ptrace operation; a thread that died meanwhile (ESRCH) is not
+    /// an error (its exit is reported by waitid), anything else is reported.
+    pub(crate) fn ok(&mut self, tid: pid_t, op: impl FnOnce(&mut Ptrace) -> io::Result<()>) {
+        if let Err(e) = op(&mut self.pt)
+            && e.raw_os_error() != Some(libc::ESRCH)
+        {
+            report(format_args!("ptrace on thread {tid} failed: {e}"));
+        }
+    }
+
+    pub(crate) fn resume(&mut self, tid: pid_t, signal: c_int) {
+        self.ok(tid, |pt| pt.cont(tid, signal));
+    }
+
+    fn on_signal(&mut self, tid: pid_t, signal: c_int) {
+        if self.call.as_ref().is_some_and(|c| c.tid == tid) {
+            self.read_back_writes();
+        }
+        match signal {
+            libc::SIGSTOP if self.is_doorbell(tid) => self.on_request(tid),
+            libc::SIGSEGV => self.on_segv(tid),
+            libc::SIGTRAP if crate::stub::is_in_code(self.stub_base, self.rip(tid)) => {
+                report(format_args!(
+                    "mprotect inside the stub failed for thread {tid}; delivering SIGSEGV"
+                ));
+                self.resume(tid, libc::SIGSEGV);
+            }
+            _ => {
+                if matches!(signal, libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+                    self.report_crash(tid, signal, None);
+                }
+                self.resume(tid, signal);
+            }
+        }
+    }
+
+    fn rip(&mut self, tid: pid_t) -> u64 {
+        self.pt.getregs(tid).map_or(0, |r| r.rip)
+    }
+
+    /// A doorbell is a tgkill SIGSTOP from the test process itself, with a
+    /// request waiting on the socket. Anything else is the program's SIGSTOP.
+    fn is_doorbell(&mut self, tid: pid_t) -> bool {
+        let Ok(info) = self.pt.getsiginfo(tid) else {
+            return false;
+        };
+        // SAFETY: for a SI_TKILL siginfo, si_pid is the valid union member.
+        if info.si_code != SI_TKILL || unsafe { info.si_pid() } != self.child {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: peeking one byte into a valid buffer, without blocking.
+        let n = unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 1
+    }
+
+    fn on_request(&mut self, tid: pid_t) {
+        let request: Request = match protocol::read_frame(&mut self.sock) {
+            Ok(r) => r,
+            Err(e) => {
+                report(format_args!("cannot read a request from thread {tid}: {e}"));
+                self.resume(tid, 0);
+                return;
+            }
+        };
+        let reply = match request {
+            Request::StartCall(start) => {
+                if let Some(active) = &self.call {
+                    Reply::Refused(format!(
+                        "a call is already active on thread {} (test `{}`, {})",
+                        active.tid, active.test, active.call
+                    ))
+                } else if start.tid != tid {
+                    Reply::Refused(format!(
+                        "the request names thread {} but thread {tid} rang",
+                        start.tid
+                    ))
+                } else {
+                    self.begin_call_state(start);
+                    Reply::Started
+                }
+            }
+            Request::EndCall => match self.call.as_ref() {
+                Some(c) if c.tid == tid => Reply::Trace(self.end_call_state()),
+                _ => Reply::Refused("no traced call is active on this thread".into()),
+            },
+        };
+        self.resume(tid, 0);
+        if let Err(e) = protocol::write_frame(&mut self.sock, &reply) {
+            report(format_args!("cannot answer thread {tid}: {e}"));
+        }
+    }
+
+    fn begin_call_state(&mut self, start: protocol::StartCall) {
+        let mut protected: Vec<(u64, u64)> = start
+            .regions
+            .iter()
+            .map(|r| (r.span_start, r.span_end()))
+            .collect();
+        protected.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(protected.len());
+        for (s, e) in protected {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        if let Some(cpu) = start.cpu {
+            self.pin(cpu);
+        }
+        self.last_stub.clear();
+        self.call = Some(Call {
+            tid: start.tid,
+            test: start.test,
+            call: start.call,
+            regions: start.regions,
+            protected: merged,
+            accesses: Vec::new(),
+            unsupported: Vec::new(),
+            pending: Vec::new(),
+            cache: HashMap::new(),
+            stats: Stats {
+                stops: 1,
+                ..Stats::default()
+            },
+            requests_at_start: self.pt.requests,
+        });
+    }
+
+    fn end_call_state(&mut self) -> Trace {
+        self.read_back_writes();
+        self.unpin();
+        let Some(mut call) = self.call.take() else {
+            return Trace::default();
+        };
+        call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
+        Trace::new(call.regions, call.accesses, call.unsupported, call.stats)
+    }
+
+    /// Reads the bytes of the call's pending writes: the instruction has run
+    /// and no other instruction can have touched those protected bytes since.
+    pub(crate) fn read_back_writes(&mut self) {
+        let Some(call) = &mut self.call else { return };
+        for (index, addr, len) in call.pending.drain(..) {
+            let mut bytes = vec![0u8; len];
+            match self.mem.read_at(&mut bytes, addr) {
+                Ok(n) => bytes.truncate(n),
+                Err(_) => bytes.clear(),
+            }
+            if let Some(a) = call.accesses.get_mut(index) {
+                a.bytes = bytes;
+            }
+        }
+    }
+
+    fn pin(&mut self, cpu: usize) {
+        // SAFETY: an all-zero cpu_set_t is the empty set.
+        let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-parameter of the given size.
+        if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
+            return;
+        }
+        // SAFETY: an all-zero cpu_set_t is the empty set.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: cpu < CPU_SETSIZE: sched_getcpu or the caller's CPU number.
+        unsafe { libc::CPU_SET(cpu, &mut one) };
+        // SAFETY: valid cpu_set_t of the given size.
+        if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } == 0 {
+            self.affinity = Some(old);
+        }
+    }
+
+    fn unpin(&mut self) {
+        if let Some(old) = self.affinity.take() {
+            // SAFETY: `old` came from sched_getaffinity.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &old) };
+        }
+    }
+
+    fn on_segv(&mut self, tid: pid_t) {
+        let info = match self.pt.getsiginfo(tid) {
+            Ok(info) => info,
+            Err(_) => return self.resume(tid, libc::SIGSEGV),
+        };
+        // SAFETY: for SIGSEGV, si_addr is the valid union member (for a
+        // user-sent one it aliases si_pid, and si_code <= 0 rules it out).
+        let addr = unsafe { info.si_addr() } as u64;
+        let ours = info.si_code == SEGV_ACCERR
+            && self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.tid == tid && c.is_protected(addr, 1));
+        if ours {
+            self.on_fault(tid, addr);
+        } else {
+            self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));
+            self.resume(tid, libc::SIGSEGV);
+        }
+    }
+
+    /// Explains a crash signal the program does not handle, naming the test
+    /// and call if one is active.
+    pub(crate) fn report_crash(&mut self, tid: pid_t, signal: c_int, fault: Option<(c_int, u64)>) {
+        if signal_is_caught(self.child, signal) {
+            return;
+        }
+        let Ok(regs) = self.pt.getregs(tid) else {
+            return;
+        };
+        let mut insn = [0u8; crate::decode::MAX_INSN_LEN];
+        let n = self.mem.read_at(&mut insn, regs.rip).unwrap_or(0);
+        let text = if n == 0 {
+            "(instruction not readable)".to_owned()
+        } else {
+            crate::decode::decode(regs.rip, &insn[..n]).text
+        };
+        let place = crate::symbols::symbolize_in(self.child, regs.rip)
+            .unwrap_or_else(|| format!("{:#x}", regs.rip));
+        let during = match &self.call {
+            Some(c) => format!("test `{}`, traced call at {}", c.test, c.call),
+            None => "outside any traced call".to_owned(),
+        };
+        let what = match fault {
+            Some((code, addr)) => format!(
+                " ({}) at address {addr:#x}",
+                match code {
+                    SEGV_MAPERR => "SEGV_MAPERR: nothing is mapped there",
+                    SEGV_ACCERR => "SEGV_ACCERR: the page forbids this access",
+                    _ => "sent by a process",
+                }
+            ),
+            None => String::new(),
+        };
+        report(format_args!(
+            "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
+             rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
+             r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
+             rip={:#x} eflags={:#x}",
+            signal_name(signal),
+            regs.rax,
+            regs.rbx,
+            regs.rcx,
+            regs.rdx,
+            regs.rsi,
+            regs.rdi,
+            regs.rbp,
+            regs.rsp,
+            regs.r8,
+            regs.r9,
+            regs.r10,
+            regs.r11,
+            regs.r12,
+            regs.r13,
+            regs.r14,
+            regs.r15,
+            regs.rip,
+            regs.eflags
+        ));
+    }
+}
+
+/// True if the process has a handler installed for `signal`
+/// (`SigCgt` in /proc/PID/status).
+fn signal_is_caught(pid: pid_t, signal: c_int) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
+}
+
+fn signal_name(signal: c_int) -> String {
+    match signal {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        other => format!("{other}"),
+    }
+}

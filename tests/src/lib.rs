@@ -1,0 +1,1 @@
+//! Integration tests of traced-ffi live in `integration/`.
