@@ -4,6 +4,7 @@ use traced_ffi_fixtures::o2;
 #[traced_ffi]
 fn fill_bytes_o2_writes_each_byte_once_in_order(t: &mut Tracer) {
     let mut buf = t.buffer("buf", 8);
+    // SAFETY: buf holds 8 bytes; fill_bytes writes the first 4.
     let ((), trace) = t.call(|| unsafe { o2::fill_bytes(buf.as_mut_ptr(), 4, 0xab) });
     println!("{trace}");
     assert_eq!(trace.written(&buf).ranges(), &[0..4]);
