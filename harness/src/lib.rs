@@ -38,10 +38,18 @@ mod tracer;
 
 pub use traced_ffi_macros::traced_ffi;
 pub use traced_ffi_runtime::{
-    Access, AccessKind, CallError, RangeSet, Region, RegionDesc, RegionId, RegionKind, Stats,
-    Trace, Unsupported, describe_ip, symbolize,
+    Access, AccessKind, CallError, LaunchError, Launched, RangeSet, Region, RegionDesc, RegionId,
+    RegionKind, Stats, Trace, Unsupported, describe_ip, symbolize,
 };
 pub use tracer::{Buffer, Tracer, Tracked};
+
+/// Forks the supervisor, for programs that do not use [`main!`] (examples,
+/// benchmarks). Must be called before any thread is spawned; the parent
+/// process never returns from it (it supervises, then exits as the child
+/// did). [`Launched::Untraced`] says why calls will fail if ptrace is refused.
+pub fn start_supervisor() -> Result<Launched, LaunchError> {
+    traced_ffi_runtime::launch()
+}
 
 /// Defines the test binary's `main`: runs every `#[traced_ffi]` test with
 /// the libtest command line (filters, `--exact`, `--list`, `--ignored`,

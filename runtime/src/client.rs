@@ -30,12 +30,15 @@ pub(crate) fn install(state: State) {
 #[derive(Debug)]
 pub(crate) struct Client {
     sock: Mutex<UnixStream>,
+    /// The CPU the supervisor stays on.
+    cpu: Option<usize>,
 }
 
 impl Client {
-    pub(crate) fn new(sock: UnixStream) -> Self {
+    pub(crate) fn new(sock: UnixStream, cpu: Option<usize>) -> Self {
         Client {
             sock: Mutex::new(sock),
+            cpu,
         }
     }
 }
@@ -79,7 +82,7 @@ pub fn begin_call(
         }
     };
     let mut guard = client.sock.lock().unwrap_or_else(|p| p.into_inner());
-    let affinity = pin_to_current_cpu();
+    let affinity = client.cpu.and_then(pin_to);
     let io_err = |source| CallError::Io {
         call: call.to_owned(),
         source,
@@ -88,7 +91,6 @@ pub fn begin_call(
     let start = StartCall {
         // SAFETY: gettid has no preconditions.
         tid: unsafe { libc::gettid() },
-        cpu: affinity.map(|(_, cpu)| cpu),
         test: test.to_owned(),
         call: call.to_owned(),
         regions,
@@ -97,7 +99,7 @@ pub fn begin_call(
         guard: None,
         call: call.to_owned(),
         restore,
-        affinity: affinity.map(|(set, _)| set),
+        affinity,
     };
     protocol::write_frame(&mut *guard, &Request::StartCall(start)).map_err(io_err)?;
     ring().map_err(io_err)?;
@@ -237,18 +239,16 @@ fn ring() -> io::Result<()> {
     }
 }
 
-/// Pins the calling thread to the CPU it runs on, returning the previous
-/// mask and the CPU. The supervisor pins itself to the same CPU, so each
-/// stop and resume is a same-CPU wake-up (`LIMITS.md`: ~7 µs, not ~47 µs).
-fn pin_to_current_cpu() -> Option<(libc::cpu_set_t, usize)> {
+/// Pins the calling thread to `cpu`, the supervisor's, returning the
+/// previous mask. Each stop and resume is then a same-CPU wake-up
+/// (`LIMITS.md`: ~7 µs, not ~47 µs across CPUs).
+fn pin_to(cpu: usize) -> Option<libc::cpu_set_t> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `old` is a valid out-parameter of the size given.
     if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
         return None;
     }
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: cpu < CPU_SETSIZE: sched_getcpu or the caller's CPU number.
@@ -257,5 +257,5 @@ fn pin_to_current_cpu() -> Option<(libc::cpu_set_t, usize)> {
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } != 0 {
         return None;
     }
-    Some((old, cpu))
+    Some(old)
 }

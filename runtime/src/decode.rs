@@ -26,6 +26,8 @@ pub(crate) struct Decoded {
     pub(crate) unsupported: Option<String>,
     /// How the instruction can be executed with its pages open.
     pub(crate) exec: Exec,
+    /// Set for plain moves the supervisor carries out itself.
+    pub(crate) emulation: Option<crate::emulate::Emulation>,
 }
 
 /// One memory operand as decoded (before registers give it an address).
@@ -143,6 +145,11 @@ pub(crate) fn decode(ip: u64, bytes: &[u8]) -> Decoded {
     } else {
         Exec::Displace
     };
+    let emulation = if unsupported.is_none() && mem.len() == 1 {
+        crate::emulate::plan(&insn)
+    } else {
+        None
+    };
     Decoded {
         insn,
         bytes: bytes[..len].to_vec(),
@@ -150,6 +157,7 @@ pub(crate) fn decode(ip: u64, bytes: &[u8]) -> Decoded {
         mem,
         unsupported,
         exec,
+        emulation,
     }
 }
 

@@ -150,8 +150,11 @@ pub struct Stats {
     pub stops: u64,
     /// ptrace requests the supervisor issued during the call.
     pub ptrace_requests: u64,
+    /// Faulting instructions (plain moves) carried out by the supervisor
+    /// through `/proc/PID/mem`: one stop, the page never opens.
+    pub emulated: u64,
     /// Faulting instructions executed by the one-stop displaced-instruction
-    /// stub (the fast path).
+    /// stub.
     pub stub_path: u64,
     /// Faulting instructions executed by the general path (injected
     /// `mprotect`, single-step, injected `mprotect`: four stops).

@@ -2,7 +2,9 @@
 //! record one access per operand that touches a region, then execute the
 //! instruction exactly once with its pages open and close them again.
 //!
-//! Two ways to execute it:
+//! Three ways to execute it:
+//! - emulation (one stop): plain moves are carried out by the supervisor
+//!   through `/proc/PID/mem`; the page never opens (see `emulate`);
 //! - the stub (one stop): the instruction runs in the displaced-instruction
 //!   stub, which opens and closes the pages itself (see `stub`);
 //! - the general path (four stops): `mprotect` injected through the
@@ -18,6 +20,7 @@ use libc::{c_int, pid_t, user_regs_struct};
 
 use crate::arena::{PAGE_SIZE, page_floor};
 use crate::decode::{self, Decoded, Operand};
+use crate::emulate::{self, Emulation};
 use crate::event::{Access, AccessKind, MAX_RECORDED_BYTES, RegionKind, Unsupported};
 use crate::ptrace::{self, USER_RIP_OFFSET, WaitEvent};
 use crate::stub;
@@ -67,10 +70,16 @@ impl Supervisor {
             let all = self.all_protected();
             return self.execute_by_stepping(tid, &regs, &all);
         }
+        let pending_before = self.call.as_ref().map_or(0, |c| c.pending.len());
         for op in &operands {
             for &kind in op.kinds {
                 self.record(tid, &decoded, regs.rip, op, kind);
             }
+        }
+        if let (Some(emu), [op]) = (decoded.emulation, operands.as_slice())
+            && self.execute_emulated(tid, &decoded, emu, op, regs, pending_before)
+        {
+            return;
         }
         let placed = (ranges.len() <= stub::MAX_RANGES)
             .then(|| decoded.bytes_at(stub::insn_addr(self.stub_base, ranges.len())))
@@ -192,6 +201,74 @@ impl Supervisor {
             tid,
             count: 1,
         });
+    }
+
+    /// The cheapest path: carry a plain move out through `/proc/PID/mem`.
+    /// Returns false (having changed nothing) if it cannot.
+    fn execute_emulated(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        emu: Emulation,
+        op: &Operand,
+        mut regs: user_regs_struct,
+        pending_before: usize,
+    ) -> bool {
+        match emu {
+            Emulation::Load { dst, size, extend } => {
+                let mut bytes = [0u8; 8];
+                if !matches!(self.mem.read_at(&mut bytes[..size], op.addr), Ok(n) if n == size) {
+                    return false;
+                }
+                let value = emulate::loaded_value(&bytes[..size], dst, extend);
+                if emulate::write_register(&mut regs, dst, value).is_none() {
+                    return false;
+                }
+                regs.rip = decoded.next_ip();
+                if let Err(e) = self.pt.setregs(tid, &regs) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        report(format_args!(
+                            "cannot set the registers of thread {tid}: {e}"
+                        ));
+                    }
+                    return true;
+                }
+            }
+            Emulation::StoreReg { .. } | Emulation::StoreImm { .. } => {
+                let (value, size) = match emu {
+                    Emulation::StoreReg { src, size } => match emulate::read_register(&regs, src) {
+                        Some(v) => (v, size),
+                        None => return false,
+                    },
+                    Emulation::StoreImm { value, size } => (value, size),
+                    Emulation::Load { .. } => return false,
+                };
+                let bytes = value.to_le_bytes();
+                if !matches!(self.mem.write_at(&bytes[..size], op.addr), Ok(n) if n == size) {
+                    return false;
+                }
+                // The written bytes are known: no read-back needed.
+                if let Some(call) = &mut self.call {
+                    for (index, addr, shown) in call.pending.drain(pending_before..) {
+                        let from = (addr - op.addr) as usize;
+                        if let Some(a) = call.accesses.get_mut(index) {
+                            a.bytes = bytes[from.min(size)..(from + shown).min(size)].to_vec();
+                        }
+                    }
+                }
+                if let Err(e) = self.pt.poke_user(tid, USER_RIP_OFFSET, decoded.next_ip()) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        report(format_args!("cannot advance thread {tid}: {e}"));
+                    }
+                    return true;
+                }
+            }
+        }
+        if let Some(call) = &mut self.call {
+            call.stats.emulated += 1;
+        }
+        self.resume(tid, 0);
+        true
     }
 
     /// The one-stop path: write the stub, point rip at it, continue.

@@ -103,8 +103,8 @@ fn child_side(mut sock: UnixStream, parent_pid: libc::pid_t) -> Result<Launched,
     let handshake: Handshake =
         protocol::read_frame(&mut sock).map_err(setup("receive the supervisor's handshake"))?;
     Ok(match handshake {
-        Handshake::Traced => {
-            client::install(State::Traced(Client::new(sock)));
+        Handshake::Traced { cpu } => {
+            client::install(State::Traced(Client::new(sock, cpu)));
             Launched::Traced
         }
         Handshake::Untraced(reason) => {

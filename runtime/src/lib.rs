@@ -10,6 +10,7 @@ compile_error!("traced-ffi-runtime supports Linux on x86-64 only");
 mod arena;
 mod client;
 mod decode;
+mod emulate;
 mod error;
 mod event;
 mod fault;

@@ -9,21 +9,22 @@
 //! ```text
 //! child                                  supervisor
 //! prctl(PDEATHSIG); check getppid()      PTRACE_SEIZE(child, EXITKILL|TRACESYSGOOD|TRACECLONE)
-//! read Handshake  <───────────────────── write Handshake::Traced | Handshake::Untraced(why)
+//!                                        pin self to the CPU it runs on
+//! read Handshake  <───────────────────── write Handshake::Traced { cpu } | Handshake::Untraced(why)
 //! ```
 //!
 //! One traced call (see `client::Client::begin_call` / `ActiveCall::end`):
 //!
 //! ```text
 //! child (calling thread T)               supervisor
-//! lock CALL_LOCK; pin T to its CPU
+//! lock CALL_LOCK; pin T to the supervisor's CPU
 //! write Request::StartCall ────────────>
 //! tgkill(T, SIGSTOP)  (the doorbell)     waitid: T in signal-delivery-stop, SIGSTOP
 //!                                        check si_code == SI_TKILL, si_pid == child,
 //!                                        a request is waiting on the socket; else the
 //!                                        SIGSTOP is the program's and is delivered
-//!                                        read StartCall; register regions; pin self to
-//!                                        T's CPU; PTRACE_CONT(T) without the signal
+//!                                        read StartCall; register regions;
+//!                                        PTRACE_CONT(T) without the signal
 //! read Reply  <───────────────────────── write Reply::Started (or Refused)
 //! mprotect(spans, PROT_NONE)
 //! run the native code ...                each SIGSEGV of T on a protected page: decode,
@@ -31,7 +32,7 @@
 //! mprotect(spans, back to RW)
 //! write Request::EndCall ──────────────>
 //! tgkill(T, SIGSTOP)                     doorbell checked as above; read EndCall;
-//!                                        build the Trace; unpin; PTRACE_CONT(T)
+//!                                        build the Trace; PTRACE_CONT(T)
 //! read Reply  <───────────────────────── write Reply::Trace (after resuming T: the
 //! unpin T; unlock CALL_LOCK              trace may be larger than the socket buffer)
 //! ```
@@ -49,8 +50,12 @@ use crate::event::{RegionDesc, Trace};
 /// Sent by the supervisor once, right after the fork.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Handshake {
-    /// The child is seized; traced calls work.
-    Traced,
+    /// The child is seized; traced calls work. The supervisor stays on
+    /// `cpu`; a calling thread moves there for the call.
+    Traced {
+        /// The CPU the supervisor is pinned to, if pinning worked.
+        cpu: Option<usize>,
+    },
     /// The child is not traced; traced calls fail with this reason.
     Untraced(String),
 }
@@ -69,8 +74,6 @@ pub(crate) enum Request {
 pub(crate) struct StartCall {
     /// The calling thread (it rings the doorbell).
     pub(crate) tid: i32,
-    /// The CPU the calling thread is pinned to for the call, if any.
-    pub(crate) cpu: Option<usize>,
     /// The test's name, for error messages.
     pub(crate) test: String,
     /// The call's location (`file:line`), for error messages.

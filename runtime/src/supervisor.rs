@@ -59,8 +59,6 @@ pub(crate) struct Supervisor {
     pub(crate) call: Option<Call>,
     /// The stub code last written, to skip identical rewrites.
     pub(crate) last_stub: Vec<u8>,
-    /// The supervisor's CPU mask before a call pinned it.
-    affinity: Option<libc::cpu_set_t>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -104,7 +102,8 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
             wait_untraced(child)
         }
     };
-    if let Err(e) = protocol::write_frame(&mut sock, &Handshake::Traced) {
+    let cpu = pin_to_current_cpu();
+    if let Err(e) = protocol::write_frame(&mut sock, &Handshake::Traced { cpu }) {
         report(format_args!("cannot reach the test process: {e}"));
     }
     let sup = Supervisor {
@@ -115,9 +114,23 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         pt,
         call: None,
         last_stub: Vec::new(),
-        affinity: None,
     };
     sup.run()
+}
+
+/// Pins the supervisor to the CPU it runs on, for good: it sleeps in
+/// `waitid` between stops, and calling threads move to this CPU for a call,
+/// so every stop is a same-CPU wake-up.
+fn pin_to_current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu < CPU_SETSIZE: it came from sched_getcpu.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size given.
+    let ok = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } == 0;
+    ok.then_some(cpu)
 }
 
 /// Prints a supervisor message on stderr.
@@ -322,9 +335,6 @@ impl Supervisor {
                 _ => merged.push((s, e)),
             }
         }
-        if let Some(cpu) = start.cpu {
-            self.pin(cpu);
-        }
         self.last_stub.clear();
         self.call = Some(Call {
             tid: start.tid,
@@ -346,7 +356,6 @@ impl Supervisor {
 
     fn end_call_state(&mut self) -> Trace {
         self.read_back_writes();
-        self.unpin();
         let Some(mut call) = self.call.take() else {
             return Trace::default();
         };
@@ -367,30 +376,6 @@ impl Supervisor {
             if let Some(a) = call.accesses.get_mut(index) {
                 a.bytes = bytes;
             }
-        }
-    }
-
-    fn pin(&mut self, cpu: usize) {
-        // SAFETY: an all-zero cpu_set_t is the empty set.
-        let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-parameter of the given size.
-        if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) } != 0 {
-            return;
-        }
-        // SAFETY: an all-zero cpu_set_t is the empty set.
-        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: cpu < CPU_SETSIZE: sched_getcpu or the caller's CPU number.
-        unsafe { libc::CPU_SET(cpu, &mut one) };
-        // SAFETY: valid cpu_set_t of the given size.
-        if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } == 0 {
-            self.affinity = Some(old);
-        }
-    }
-
-    fn unpin(&mut self) {
-        if let Some(old) = self.affinity.take() {
-            // SAFETY: `old` came from sched_getaffinity.
-            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &old) };
         }
     }
 

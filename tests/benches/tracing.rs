@@ -1,0 +1,222 @@
+//! What tracing costs: per traced access, per traced call, at start-up and
+//! while idle. `cargo bench -p traced-ffi-tests --bench tracing`
+//!
+//! Run it as is (the harness pins the calling thread and the supervisor to
+//! one CPU during a call, as an ordinary `cargo test` run gets it), and with
+//! `taskset -c 0` to see the figure with the whole process pinned by hand.
+
+use std::time::{Duration, Instant};
+
+use traced_ffi::{Launched, Trace, Tracer};
+use traced_ffi_fixtures::o2;
+
+/// Repetitions of each measurement; the median is reported.
+const RUNS: usize = 7;
+/// Accesses in one scalar measurement.
+const SCALAR_ACCESSES: usize = 10_000;
+
+struct Row {
+    what: &'static str,
+    per: &'static str,
+    us: f64,
+    requests: f64,
+    stops: f64,
+    path: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `one` RUNS times; each returns (elapsed, trace, units); reports the
+/// median time per unit and the stats of the last run per unit.
+fn measure(
+    what: &'static str,
+    per: &'static str,
+    mut one: impl FnMut() -> (Duration, Trace, usize),
+) -> Row {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..RUNS {
+        let (elapsed, trace, units) = one();
+        times.push(elapsed.as_secs_f64() * 1e6 / units as f64);
+        last = Some((trace, units));
+    }
+    let Some((trace, units)) = last else {
+        unreachable!("RUNS > 0")
+    };
+    let s = trace.stats();
+    Row {
+        what,
+        per,
+        us: median(times),
+        requests: s.ptrace_requests as f64 / units as f64,
+        stops: s.stops as f64 / units as f64,
+        path: if s.faults == 0 {
+            "-".to_owned()
+        } else {
+            format!(
+                "emu {} / stub {} / step {}",
+                s.emulated, s.stub_path, s.step_path
+            )
+        },
+    }
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz)
+}
+
+fn main() {
+    let t0 = Instant::now();
+    match traced_ffi::start_supervisor() {
+        Ok(Launched::Traced) => {}
+        Ok(Launched::Untraced(why)) => {
+            eprintln!("tracing is unavailable: {why}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("failed to {e}");
+            std::process::exit(1);
+        }
+    }
+    let startup = t0.elapsed();
+    // SAFETY: getppid has no preconditions.
+    let supervisor = unsafe { libc::getppid() };
+
+    let idle_before = cpu_seconds(supervisor);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_after = cpu_seconds(supervisor);
+
+    let mut t = Tracer::new("bench");
+    let mut rows = Vec::new();
+
+    let mut buf = t.buffer("buf", SCALAR_ACCESSES);
+    rows.push(measure(
+        "store: mov [rdi],dl (fill_bytes_o2)",
+        "access",
+        || {
+            let start = Instant::now();
+            // SAFETY: buf holds SCALAR_ACCESSES bytes.
+            let ((), trace) =
+                t.call(|| unsafe { o2::fill_bytes(buf.as_mut_ptr(), SCALAR_ACCESSES, 1) });
+            (start.elapsed(), trace, SCALAR_ACCESSES)
+        },
+    ));
+    rows.push(measure(
+        "load: movzx edx,[rdi] (sum_bytes_o2)",
+        "access",
+        || {
+            let start = Instant::now();
+            // SAFETY: buf holds SCALAR_ACCESSES bytes.
+            let (_, trace) = t.call(|| unsafe { o2::sum_bytes(buf.as_ptr(), SCALAR_ACCESSES) });
+            (start.elapsed(), trace, SCALAR_ACCESSES)
+        },
+    ));
+    rows.push(measure(
+        "read-modify-write: add [rdi],1 (increment_u32_o2)",
+        "instruction",
+        || {
+            let start = Instant::now();
+            // SAFETY: buf holds SCALAR_ACCESSES / 4 u32.
+            let ((), trace) = t.call(|| unsafe {
+                o2::increment_u32(buf.as_mut_ptr().cast(), SCALAR_ACCESSES / 4)
+            });
+            (start.elapsed(), trace, SCALAR_ACCESSES / 4)
+        },
+    ));
+    drop(buf);
+
+    const VECTOR_CALLS: usize = 1000;
+    let mut dst = t.buffer("dst", 32);
+    let a = t.buffer("a", 32);
+    let b = t.buffer("b", 32);
+    rows.push(measure(
+        "SSE: movdqu load + store (copy16_sse_o2)",
+        "instruction",
+        || {
+            let start = Instant::now();
+            let ((), trace) = t.call(|| {
+                for _ in 0..VECTOR_CALLS {
+                    // SAFETY: both buffers hold at least 16 bytes.
+                    unsafe { o2::copy16_sse(dst.as_mut_ptr(), a.as_ptr()) };
+                }
+            });
+            (start.elapsed(), trace, 2 * VECTOR_CALLS)
+        },
+    ));
+    if traced_ffi_fixtures::avx2_available() {
+        rows.push(measure(
+            "AVX2: vmovdqu, vpaddd ymm,[m], vmovdqu (add8_i32_avx2_o2)",
+            "instruction",
+            || {
+                let start = Instant::now();
+                let ((), trace) = t.call(|| {
+                    for _ in 0..VECTOR_CALLS {
+                        // SAFETY: the buffers hold 8 i32 each.
+                        unsafe {
+                            o2::add8_i32_avx2(
+                                dst.as_mut_ptr().cast(),
+                                a.as_ptr().cast(),
+                                b.as_ptr().cast(),
+                            )
+                        };
+                    }
+                });
+                (start.elapsed(), trace, 3 * VECTOR_CALLS)
+            },
+        ));
+    }
+    const EMPTY_CALLS: usize = 2000;
+    rows.push(measure(
+        "empty traced call (3 buffers registered)",
+        "call",
+        || {
+            let start = Instant::now();
+            let mut last = None;
+            for _ in 0..EMPTY_CALLS {
+                let ((), trace) = t.call(|| ());
+                last = Some(trace);
+            }
+            (start.elapsed(), last.unwrap_or_default(), 1)
+        },
+    ));
+    if let Some(row) = rows.last_mut() {
+        row.us /= EMPTY_CALLS as f64;
+    }
+    drop((dst, a, b));
+
+    println!("traced-ffi benchmark (median of {RUNS} runs)");
+    println!(
+        "{:<58} {:>10} {:>13} {:>11}  {}",
+        "what", "µs", "requests/op", "stops/op", "path (faults of the last run)"
+    );
+    for r in &rows {
+        println!(
+            "{:<58} {:>7.2}/{:<2} {:>13.2} {:>11.2}  {}",
+            r.what,
+            r.us,
+            &r.per[..2],
+            r.requests,
+            r.stops,
+            r.path
+        );
+    }
+    println!(
+        "fork + seize + handshake at start-up: {:.2} ms (an untraced harness spends 0)",
+        startup.as_secs_f64() * 1e3
+    );
+    match (idle_before, idle_after) {
+        (Some(b), Some(a)) => println!("supervisor CPU while idle for 1 s: {:.3} s", a - b),
+        _ => println!("supervisor CPU while idle: not readable"),
+    }
+}
