@@ -11,7 +11,14 @@
 //! ```no_run
 //! use traced_ffi::{traced_ffi, Tracer};
 //!
-//! unsafe extern "C" { fn fill(buf: *mut u8, n: usize, v: u8); }
+//! // Native code: here written in Rust with the C ABI, usually an
+//! // `unsafe extern "C" { fn fill(..); }` declaration of a C function.
+//! unsafe extern "C" fn fill(buf: *mut u8, n: usize, v: u8) {
+//!     for i in 0..n {
+//!         // SAFETY: the caller passes n writable bytes.
+//!         unsafe { buf.add(i).write_volatile(v) };
+//!     }
+//! }
 //!
 //! #[traced_ffi]
 //! fn fill_writes_exactly_n(t: &mut Tracer) {
