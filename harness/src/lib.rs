@@ -58,6 +58,22 @@ pub fn start_supervisor() -> Result<Launched, LaunchError> {
     traced_ffi_runtime::launch()
 }
 
+/// [`start_supervisor`], or exit with a message saying why tracing is
+/// unavailable: for examples and benchmarks that need tracing to work.
+pub fn start_supervisor_or_exit() {
+    match start_supervisor() {
+        Ok(Launched::Traced) => {}
+        Ok(Launched::Untraced(why)) => {
+            eprintln!("traced-ffi: tracing is unavailable: {why}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("traced-ffi: failed to {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Defines the test binary's `main`: runs every `#[traced_ffi]` test with
 /// the libtest command line (filters, `--exact`, `--list`, `--ignored`,
 /// `--include-ignored`, `--test-threads`, `--nocapture`, ...).

@@ -141,28 +141,24 @@ impl Drop for GuardedMapping {
 /// `/proc/self/maps` (`PROT_*` bits), or `None` if it is not mapped.
 pub fn page_protection(addr: u64) -> Option<i32> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (lo, hi) = fields.next()?.split_once('-')?;
-        let (lo, hi) = (
-            u64::from_str_radix(lo, 16).ok()?,
-            u64::from_str_radix(hi, 16).ok()?,
-        );
-        let perms = fields.next()?.as_bytes();
-        (lo <= addr && addr < hi).then(|| {
-            let mut prot = libc::PROT_NONE;
-            if perms.first() == Some(&b'r') {
-                prot |= libc::PROT_READ;
-            }
-            if perms.get(1) == Some(&b'w') {
-                prot |= libc::PROT_WRITE;
-            }
-            if perms.get(2) == Some(&b'x') {
-                prot |= libc::PROT_EXEC;
-            }
-            prot
+    maps.lines()
+        .filter_map(crate::symbols::parse_maps_line)
+        .find_map(|m| {
+            let perms = m.perms;
+            (m.start <= addr && addr < m.end).then(|| {
+                let mut prot = libc::PROT_NONE;
+                if perms.first() == Some(&b'r') {
+                    prot |= libc::PROT_READ;
+                }
+                if perms.get(1) == Some(&b'w') {
+                    prot |= libc::PROT_WRITE;
+                }
+                if perms.get(2) == Some(&b'x') {
+                    prot |= libc::PROT_EXEC;
+                }
+                prot
+            })
         })
-    })
 }
 
 #[cfg(test)]

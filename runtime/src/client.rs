@@ -190,8 +190,8 @@ impl Drop for ActiveCall {
     }
 }
 
-/// The spans of all regions, merged into disjoint `(start, end)` ranges.
-fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
+/// The spans of all regions, merged into disjoint, sorted `(start, end)` ranges.
+pub(crate) fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
     let mut spans: Vec<(u64, u64)> = regions
         .iter()
         .map(|r| (r.span_start, r.span_end()))

@@ -322,19 +322,7 @@ impl Supervisor {
     }
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
-        let mut protected: Vec<(u64, u64)> = start
-            .regions
-            .iter()
-            .map(|r| (r.span_start, r.span_end()))
-            .collect();
-        protected.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(protected.len());
-        for (s, e) in protected {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
+        let merged = crate::client::merged_spans(&start.regions);
         self.last_stub.clear();
         self.call = Some(Call {
             tid: start.tid,

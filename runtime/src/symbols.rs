@@ -46,20 +46,38 @@ fn load(path: &Path) -> Option<FileSymbols> {
     Some(FileSymbols { segments, symbols })
 }
 
+/// One line of `/proc/PID/maps`.
+pub(crate) struct MapEntry<'a> {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// `rwxp`-style permissions.
+    pub(crate) perms: &'a [u8],
+    pub(crate) offset: u64,
+    /// The mapped file, or a pseudo-name like `[heap]`, or empty.
+    pub(crate) path: &'a str,
+}
+
+/// Parses one line of `/proc/PID/maps`.
+pub(crate) fn parse_maps_line(line: &str) -> Option<MapEntry<'_>> {
+    let mut fields = line.split_whitespace();
+    let (lo, hi) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?.as_bytes();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    Some(MapEntry {
+        start: u64::from_str_radix(lo, 16).ok()?,
+        end: u64::from_str_radix(hi, 16).ok()?,
+        perms,
+        offset,
+        path: fields.nth(2).unwrap_or(""),
+    })
+}
+
 /// The mapping of this process that contains `ip`: `(start, file offset, path)`.
 fn mapping_of(maps_path: &str, ip: u64) -> Option<(u64, u64, PathBuf)> {
     let maps = std::fs::read_to_string(maps_path).ok()?;
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (lo, hi) = fields.next()?.split_once('-')?;
-        let (lo, hi) = (
-            u64::from_str_radix(lo, 16).ok()?,
-            u64::from_str_radix(hi, 16).ok()?,
-        );
-        let _perms = fields.next()?;
-        let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-        let path = fields.nth(2)?;
-        (lo <= ip && ip < hi && path.starts_with('/')).then(|| (lo, offset, PathBuf::from(path)))
+    maps.lines().filter_map(parse_maps_line).find_map(|m| {
+        (m.start <= ip && ip < m.end && m.path.starts_with('/'))
+            .then(|| (m.start, m.offset, PathBuf::from(m.path)))
     })
 }
 

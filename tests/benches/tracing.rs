@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use traced_ffi::{Launched, Trace, Tracer};
+use traced_ffi::{Trace, Tracer};
 use traced_ffi_fixtures::o2;
 
 /// Repetitions of each measurement; the median is reported.
@@ -78,17 +78,7 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
 
 fn main() {
     let t0 = Instant::now();
-    match traced_ffi::start_supervisor() {
-        Ok(Launched::Traced) => {}
-        Ok(Launched::Untraced(why)) => {
-            eprintln!("tracing is unavailable: {why}");
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("failed to {e}");
-            std::process::exit(1);
-        }
-    }
+    traced_ffi::start_supervisor_or_exit();
     let startup = t0.elapsed();
     // SAFETY: getppid has no preconditions.
     let supervisor = unsafe { libc::getppid() };

@@ -2,21 +2,11 @@
 //!
 //! `cargo run --example tour`
 
-use traced_ffi::{Launched, Tracer};
+use traced_ffi::Tracer;
 use traced_ffi_fixtures::{Node, Triple, o0, o2};
 
 fn main() {
-    match traced_ffi::start_supervisor() {
-        Ok(Launched::Traced) => {}
-        Ok(Launched::Untraced(why)) => {
-            eprintln!("tracing is unavailable: {why}");
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("failed to {e}");
-            std::process::exit(1);
-        }
-    }
+    traced_ffi::start_supervisor_or_exit();
     let mut t = Tracer::new("tour");
 
     let mut buf = t.buffer("buf", 8);
