@@ -283,7 +283,13 @@ impl Tracer {
                 }
                 (r, trace)
             }
-            Err(e) => panic!("test `{}`: failed to {}", self.test, error_chain(&e)),
+            Err(e) => panic!(
+                "test `{}`, traced call at {}:{}: failed to {}",
+                self.test,
+                caller.file(),
+                caller.line(),
+                error_chain(&e)
+            ),
         }
     }
 
