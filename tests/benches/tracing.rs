@@ -187,8 +187,8 @@ fn main() {
 
     println!("traced-ffi benchmark (median of {RUNS} runs)");
     println!(
-        "{:<58} {:>10} {:>13} {:>11}  {}",
-        "what", "µs", "requests/op", "stops/op", "path (faults of the last run)"
+        "{:<58} {:>10} {:>13} {:>11}  path (faults of the last run)",
+        "what", "µs", "requests/op", "stops/op"
     );
     for r in &rows {
         println!(
