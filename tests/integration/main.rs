@@ -1,9 +1,28 @@
 //! Integration tests: real C fixtures, traced by the real supervisor.
+//!
+//! One binary (`harness = false`, `traced_ffi::main!()`), one module per area. The
+//! expected instruction sites of every fixture, at both levels, are in `levels`;
+//! `check` has the exact assertions on traces.
 #![expect(
     clippy::single_range_in_vec_init,
     reason = "RangeSet::ranges() is compared with slices of ranges, e.g. &[0..16]"
 )]
 
-mod smoke;
+mod check;
+mod child;
+mod levels;
+
+mod bounds;
+mod cost;
+mod crash;
+mod display;
+mod harness_cli;
+mod parallel;
+mod scalar;
+mod simd;
+mod state;
+mod structs;
+mod unavailable;
+mod unsupported;
 
 traced_ffi::main!();

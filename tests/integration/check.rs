@@ -1,0 +1,267 @@
+//! Exact assertions on a [`Trace`]: every access's kind, region, offset, length,
+//! bytes, instruction and thread, in order; and what tracing the call cost.
+//!
+//! The macros are thin: they capture the expression, `file!()` and `line!()` and call
+//! one plain function here, which prints on failure a header, the expected and actual
+//! accesses as `buf[0x2..0x3]` rows, the whole trace table, and a hint.
+
+use std::fmt::Write as _;
+
+use traced_ffi::{Access, AccessKind, Region, RegionId, Trace, describe_ip};
+
+use crate::levels::{Path, Site};
+
+/// One access a test expects, compared field by field with an [`Access`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Expected {
+    pub(crate) kind: AccessKind,
+    pub(crate) region: RegionId,
+    /// Relative to the region's first byte.
+    pub(crate) offset: isize,
+    /// The bytes read or written; the access's length is their count.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) site: Site,
+}
+
+impl Expected {
+    /// A read of `bytes` at `offset` of `region`, by the instruction at `site`.
+    pub(crate) fn read(region: &impl Region, offset: isize, bytes: &[u8], site: Site) -> Self {
+        Self::new(AccessKind::Read, region, offset, bytes, site)
+    }
+
+    /// A write of `bytes` at `offset` of `region`, by the instruction at `site`.
+    pub(crate) fn write(region: &impl Region, offset: isize, bytes: &[u8], site: Site) -> Self {
+        Self::new(AccessKind::Write, region, offset, bytes, site)
+    }
+
+    fn new(
+        kind: AccessKind,
+        region: &impl Region,
+        offset: isize,
+        bytes: &[u8],
+        site: Site,
+    ) -> Self {
+        Expected {
+            kind,
+            region: region.region_id(),
+            offset,
+            bytes: bytes.to_vec(),
+            site,
+        }
+    }
+}
+
+/// What is compared of one access: every field of [`Access`], with `ip` as
+/// `symbol+offset` and `insn` reduced to its mnemonic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    kind: AccessKind,
+    region: Option<RegionId>,
+    offset: isize,
+    len: usize,
+    bytes: Vec<u8>,
+    at: String,
+    mnemonic: String,
+    tid: i32,
+}
+
+impl Row {
+    fn expected(e: &Expected, tid: i32) -> Self {
+        Row {
+            kind: e.kind,
+            region: Some(e.region),
+            offset: e.offset,
+            len: e.bytes.len(),
+            bytes: e.bytes.clone(),
+            at: e.site.at.to_owned(),
+            mnemonic: e.site.mnemonic.to_owned(),
+            tid,
+        }
+    }
+
+    fn actual(a: &Access) -> Self {
+        Row {
+            kind: a.kind,
+            region: a.region,
+            offset: a.offset,
+            len: a.len,
+            bytes: a.bytes.clone(),
+            at: describe_ip(a.ip),
+            mnemonic: mnemonic(&a.insn).to_owned(),
+            tid: a.tid,
+        }
+    }
+
+    /// `write buf[0x0..0x1] 1B = ab @ fill_bytes_o2+0x10 (mov) tid 42`.
+    fn describe(&self, trace: &Trace) -> String {
+        let name = self
+            .region
+            .and_then(|id| trace.region(&id))
+            .map_or("?", |d| d.name.as_str());
+        let end = self.offset + self.len as isize;
+        let bytes: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{} {name}[{}..{}] {}B = {} @ {} ({}) tid {}",
+            self.kind,
+            signed_hex(self.offset),
+            signed_hex(end),
+            self.len,
+            bytes.join(" "),
+            self.at,
+            self.mnemonic,
+            self.tid
+        )
+    }
+}
+
+fn signed_hex(v: isize) -> String {
+    if v < 0 {
+        format!("-{:#x}", v.unsigned_abs())
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+/// The mnemonic of an instruction as the trace prints it: its first word, or the
+/// first two for a prefixed one (`rep stosb`).
+pub(crate) fn mnemonic(insn: &str) -> &str {
+    let mut words = insn.split_whitespace();
+    match words.next() {
+        Some(prefix @ ("rep" | "repe" | "repne" | "lock")) => {
+            let len = prefix.len() + 1 + words.next().map_or(0, str::len);
+            insn.trim_start().get(..len).unwrap_or(insn)
+        }
+        Some(word) => word,
+        None => "",
+    }
+}
+
+/// The kernel's id of the calling thread (what [`Access::tid`] holds).
+pub(crate) fn current_tid() -> i32 {
+    // SAFETY: gettid(2) has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Fails with the expected and actual accesses unless `trace` holds exactly
+/// `expected`, in order, every one made by the calling thread.
+pub(crate) fn check_accesses(
+    trace: &Trace,
+    expected: &[Expected],
+    expr: &str,
+    file: &str,
+    line: u32,
+) {
+    let tid = current_tid();
+    let want: Vec<Row> = expected.iter().map(|e| Row::expected(e, tid)).collect();
+    let got: Vec<Row> = trace.accesses().iter().map(Row::actual).collect();
+    if want == got {
+        return;
+    }
+    let first_difference = want
+        .iter()
+        .zip(&got)
+        .position(|(w, g)| w != g)
+        .unwrap_or(want.len().min(got.len()));
+    let mut msg = format!(
+        "{file}:{line}: assert_accesses!({expr}) failed: expected {} access(es), got {}; \
+         first difference at #{first_difference}\n",
+        want.len(),
+        got.len()
+    );
+    for (title, rows) in [("expected", &want), ("actual", &got)] {
+        let _ = writeln!(msg, "{title}:");
+        for (i, row) in rows.iter().enumerate() {
+            let mark = if i == first_difference { '>' } else { ' ' };
+            let _ = writeln!(msg, " {mark}#{i:<3} {}", row.describe(trace));
+        }
+    }
+    let _ = write!(
+        msg,
+        "trace:\n{trace}hint: sites come from fixtures/DISASM.md; if the compiler or its flags \
+         changed, regenerate it and update tests/integration/levels.rs"
+    );
+    panic!("{msg}");
+}
+
+/// Fails unless the call's faults are exactly `executions`: `(site, n)` means the
+/// instruction at `site` faulted `n` times, each carried out on the site's one-stop
+/// path; nothing took the single-step path and nothing was unsupported.
+pub(crate) fn check_paths(
+    trace: &Trace,
+    executions: &[(Site, u64)],
+    expr: &str,
+    file: &str,
+    line: u32,
+) {
+    let on = |path: Path| -> u64 {
+        executions
+            .iter()
+            .filter(|(site, _)| site.path == path)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let (emulated, stub) = (on(Path::Emulated), on(Path::Stub));
+    let stats = trace.stats();
+    let got = (
+        stats.faults,
+        stats.emulated,
+        stats.stub_path,
+        stats.step_path,
+        trace.unsupported().len(),
+    );
+    assert_eq!(
+        got,
+        (emulated + stub, emulated, stub, 0, 0),
+        "{file}:{line}: assert_paths!({expr}) failed: (faults, emulated, stub_path, step_path, \
+         unsupported) differ; expected {executions:?}\ngot {stats:?}\ntrace:\n{trace}hint: plain \
+         moves are emulated, other instructions run in the stub; a fixture must never need \
+         the single-step path"
+    );
+}
+
+/// `assert_accesses!(trace, [Expected, ...])`: the trace holds exactly these accesses,
+/// in this order, all made by the calling thread.
+macro_rules! assert_accesses {
+    ($trace:expr, $expected:expr $(,)?) => {
+        $crate::check::check_accesses(
+            &$trace,
+            &$expected,
+            concat!(stringify!($trace), ", ", stringify!($expected)),
+            file!(),
+            line!(),
+        )
+    };
+}
+
+/// `assert_paths!(trace, [(site, n), ...])`: the instruction at each `site` faulted `n`
+/// times and took the site's one-stop path; nothing else faulted.
+macro_rules! assert_paths {
+    ($trace:expr, $executions:expr $(,)?) => {
+        $crate::check::check_paths(
+            &$trace,
+            &$executions,
+            concat!(stringify!($trace), ", ", stringify!($executions)),
+            file!(),
+            line!(),
+        )
+    };
+}
+
+pub(crate) use {assert_accesses, assert_paths};
+
+/// `len` bytes, none zero, all different from each other for `len <= 255` (7 is
+/// coprime with 255, so `7i + seed` runs through every residue).
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| 1 + ((i * 7 + usize::from(seed)) % 255) as u8)
+        .collect()
+}
+
+/// Whether the AVX2 fixtures can run here; prints why a test is skipped if not.
+pub(crate) fn avx2_or_skip(test: &str) -> bool {
+    let available = traced_ffi_fixtures::avx2_available();
+    if !available {
+        println!("{test}: skipped: this CPU has no AVX2, which the fixture needs");
+    }
+    available
+}

@@ -1,0 +1,85 @@
+//! Running this very test binary as a child process, for what a test cannot do in
+//! the test process itself: crash, or look at the harness's command line.
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a child run of the test binary may take before it is killed. It runs one
+/// test or none, so this is generous.
+pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+/// First and longest pause between two checks of whether the child has exited.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// What a child run produced.
+#[derive(Debug)]
+pub(crate) struct ChildRun {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl ChildRun {
+    /// Everything the child printed, for failure messages.
+    pub(crate) fn dump(&self) -> String {
+        format!(
+            "child status: {:?}\n--- child stdout ---\n{}\n--- child stderr ---\n{}\n--- end ---",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs the test binary with `args` and the extra environment `env`, and waits for it
+/// at most [`CHILD_TIMEOUT`] (polling with exponential back-off); on timeout kills it
+/// (that child only) and fails the test with what it printed.
+pub(crate) fn run_self(args: &[&str], env: &[(&str, &str)]) -> ChildRun {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let mut child = Command::new(&exe)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", exe.display()));
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let mut pause = POLL_FIRST;
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child works") {
+            break (status, false);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break (
+                child.wait().expect("waiting for the killed child works"),
+                true,
+            );
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(POLL_MAX);
+    };
+    let run = ChildRun {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    assert!(
+        !timed_out,
+        "{} {args:?} did not finish within {CHILD_TIMEOUT:?}; killed it\n{}",
+        exe.display(),
+        run.dump()
+    );
+    run
+}
