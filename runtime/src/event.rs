@@ -146,7 +146,8 @@ pub struct Unsupported {
 pub struct Stats {
     /// Page faults on protected pages handled during the call.
     pub faults: u64,
-    /// Tracee stops the supervisor handled during the call, doorbells included.
+    /// Stops of the calling thread the supervisor handled during the call,
+    /// the two doorbells included.
     pub stops: u64,
     /// ptrace requests the supervisor issued during the call.
     pub ptrace_requests: u64,

@@ -39,6 +39,20 @@ pub(crate) enum WaitEvent {
     Other,
 }
 
+impl WaitEvent {
+    /// The thread the event is about, if any.
+    pub(crate) fn tid(&self) -> Option<pid_t> {
+        match *self {
+            WaitEvent::Exited { tid, .. }
+            | WaitEvent::Killed { tid, .. }
+            | WaitEvent::SignalStop { tid, .. }
+            | WaitEvent::EventStop { tid, .. }
+            | WaitEvent::SyscallStop { tid } => Some(tid),
+            WaitEvent::Other => None,
+        }
+    }
+}
+
 /// The ptrace requests a supervisor makes, counted.
 #[derive(Debug, Default)]
 pub(crate) struct Ptrace {

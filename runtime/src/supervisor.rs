@@ -188,7 +188,9 @@ impl Supervisor {
                     std::process::exit(101);
                 }
             };
-            if let Some(call) = &mut self.call {
+            if let Some(call) = &mut self.call
+                && event.tid() == Some(call.tid)
+            {
                 call.stats.stops += 1;
             }
             match event {
