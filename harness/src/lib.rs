@@ -23,6 +23,7 @@
 //! #[traced_ffi]
 //! fn fill_writes_exactly_n(t: &mut Tracer) {
 //!     let mut buf = t.buffer("buf", 64);          // zeroed, guarded
+//!     // SAFETY: buf holds 64 writable bytes.
 //!     let ((), trace) = t.call(|| unsafe { fill(buf.as_mut_ptr(), 16, 0xAB) });
 //!     assert_eq!(trace.written(&buf).ranges(), &[0..16]);
 //!     assert!(trace.read(&buf).is_empty());

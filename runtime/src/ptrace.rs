@@ -77,9 +77,7 @@ impl Ptrace {
         data: usize,
     ) -> io::Result<c_long> {
         self.requests += 1;
-        // SAFETY: the requests issued through this helper take integer or
-        // pointer arguments that the callers below make valid for the
-        // request (a pointer to a live, correctly sized out-parameter).
+        // SAFETY: callers pass integers, or pointers to live out-parameters of the request's size.
         let ret = unsafe { libc::ptrace(req, tid, addr as *mut c_void, data as *mut c_void) };
         check(ret)
     }

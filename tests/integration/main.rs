@@ -18,6 +18,7 @@ mod crash;
 mod display;
 mod harness_cli;
 mod parallel;
+mod rmw_forms;
 mod scalar;
 mod simd;
 mod state;
