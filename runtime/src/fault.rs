@@ -71,13 +71,21 @@ impl Supervisor {
             return self.execute_by_stepping(tid, &regs, &all);
         }
         let pending_before = self.call.as_ref().map_or(0, |c| c.pending.len());
+        // The bytes each operand reads, read once: for the record and for an
+        // emulated load.
+        let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(operands.len());
         for op in &operands {
+            let read = op
+                .kinds
+                .contains(&AccessKind::Read)
+                .then(|| self.read_operand(op));
             for &kind in op.kinds {
-                self.record(tid, &decoded, regs.rip, op, kind);
+                self.record(tid, &decoded, regs.rip, op, kind, read.as_deref());
             }
+            before.push(read);
         }
-        if let (Some(emu), [op]) = (decoded.emulation, operands.as_slice())
-            && self.execute_emulated(tid, &decoded, emu, op, regs, pending_before)
+        if let ([op], [read]) = (operands.as_slice(), before.as_slice())
+            && self.execute_emulated(tid, &decoded, op, read.as_deref(), regs, pending_before)
         {
             return;
         }
@@ -143,8 +151,26 @@ impl Supervisor {
         ranges
     }
 
+    /// The bytes an operand covers, as far as they can be read (the
+    /// instruction has not run yet: these are the values it reads).
+    fn read_operand(&self, op: &Operand) -> Vec<u8> {
+        let mut bytes = vec![0u8; op.size as usize];
+        let n = self.mem.read_at(&mut bytes, op.addr).unwrap_or(0);
+        bytes.truncate(n);
+        bytes
+    }
+
     /// Records `kind` access(es) of one operand: one per region it touches.
-    fn record(&mut self, tid: pid_t, decoded: &Decoded, ip: u64, op: &Operand, kind: AccessKind) {
+    /// `read` holds the operand's bytes for a read.
+    fn record(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        ip: u64,
+        op: &Operand,
+        kind: AccessKind,
+        read: Option<&[u8]>,
+    ) {
         let Some(call) = &mut self.call else { return };
         let (lo, hi) = (op.addr, op.addr + op.size);
         for region in &call.regions {
@@ -163,9 +189,10 @@ impl Supervisor {
             let shown = (len as usize).min(MAX_RECORDED_BYTES);
             let mut bytes = Vec::new();
             if kind == AccessKind::Read {
-                bytes = vec![0u8; shown];
-                let n = self.mem.read_at(&mut bytes, start).unwrap_or(0);
-                bytes.truncate(n);
+                let from = (start - lo) as usize;
+                if let Some(read) = read {
+                    bytes = read[from.min(read.len())..(from + shown).min(read.len())].to_vec();
+                }
             } else {
                 call.pending.push((call.accesses.len(), start, shown));
             }
@@ -209,18 +236,20 @@ impl Supervisor {
         &mut self,
         tid: pid_t,
         decoded: &Decoded,
-        emu: Emulation,
         op: &Operand,
+        read: Option<&[u8]>,
         mut regs: user_regs_struct,
         pending_before: usize,
     ) -> bool {
+        let Some(emu) = decoded.emulation else {
+            return false;
+        };
         match emu {
             Emulation::Load { dst, size, extend } => {
-                let mut bytes = [0u8; 8];
-                if !matches!(self.mem.read_at(&mut bytes[..size], op.addr), Ok(n) if n == size) {
+                let Some(bytes) = read.filter(|b| b.len() == size) else {
                     return false;
-                }
-                let value = emulate::loaded_value(&bytes[..size], dst, extend);
+                };
+                let value = emulate::loaded_value(bytes, dst, extend);
                 if emulate::write_register(&mut regs, dst, value).is_none() {
                     return false;
                 }
