@@ -141,6 +141,26 @@ pub struct Unsupported {
     pub count: u64,
 }
 
+/// Something the tracer saw during a call that is not a data access but that
+/// a reader of the trace should know of: an instruction that touched a
+/// tracked page without reading or writing its bytes (`clflush`), for
+/// example. Notes do not fail a test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// The instruction's address.
+    pub ip: u64,
+    /// The instruction, disassembled.
+    pub insn: String,
+    /// The region it touched and where, if any (relative to the region's first byte).
+    pub region: Option<RegionId>,
+    /// Offset in the region.
+    pub offset: isize,
+    /// What happened.
+    pub text: String,
+    /// The thread that executed it.
+    pub tid: i32,
+}
+
 /// What tracing one call cost, counted by the supervisor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -173,6 +193,8 @@ pub struct Trace {
     pub(crate) accesses: Vec<Access>,
     /// Instructions the tracer could not account for.
     pub(crate) unsupported: Vec<Unsupported>,
+    /// Things seen that are not accesses (see [`Note`]).
+    pub(crate) notes: Vec<Note>,
     /// What tracing cost.
     pub(crate) stats: Stats,
 }
@@ -183,12 +205,14 @@ impl Trace {
         regions: Vec<RegionDesc>,
         accesses: Vec<Access>,
         unsupported: Vec<Unsupported>,
+        notes: Vec<Note>,
         stats: Stats,
     ) -> Self {
         Trace {
             regions,
             accesses,
             unsupported,
+            notes,
             stats,
         }
     }
@@ -211,6 +235,12 @@ impl Trace {
     /// the trace is incomplete.
     pub fn unsupported(&self) -> &[Unsupported] {
         &self.unsupported
+    }
+
+    /// Notes on instructions that touched tracked pages without an access
+    /// (`clflush`, for example), in order.
+    pub fn notes(&self) -> &[Note] {
+        &self.notes
     }
 
     /// What tracing this call cost.
@@ -358,6 +388,15 @@ impl fmt::Display for Trace {
         line(f, header)?;
         for row in &rows {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+        }
+        for n in &self.notes {
+            writeln!(
+                f,
+                "  NOTE at {} `{}`: {}",
+                crate::symbols::describe_ip(n.ip),
+                n.insn,
+                n.text
+            )?;
         }
         for u in &self.unsupported {
             writeln!(

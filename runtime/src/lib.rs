@@ -25,8 +25,8 @@ pub use arena::{GuardedMapping, PAGE_SIZE, page_ceil, page_floor, page_protectio
 pub use client::{ActiveCall, Protection, begin_call};
 pub use error::{AllocError, CallError, LaunchError};
 pub use event::{
-    Access, AccessKind, MAX_RECORDED_BYTES, RangeSet, Region, RegionDesc, RegionId, RegionKind,
-    Stats, Trace, Unsupported,
+    Access, AccessKind, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
+    RegionKind, Stats, Trace, Unsupported,
 };
 pub use launch::{Launched, launch, run_untraced};
 pub use symbols::{describe_ip, symbolize};

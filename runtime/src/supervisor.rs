@@ -12,7 +12,7 @@ use std::rc::Rc;
 use libc::{c_int, pid_t};
 
 use crate::decode::Decoded;
-use crate::event::{Access, RegionDesc, Stats, Trace, Unsupported};
+use crate::event::{Access, Note, RegionDesc, Stats, Trace, Unsupported};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 
@@ -33,6 +33,7 @@ pub(crate) struct Call {
     pub(crate) protected: Vec<(u64, u64)>,
     pub(crate) accesses: Vec<Access>,
     pub(crate) unsupported: Vec<Unsupported>,
+    pub(crate) notes: Vec<Note>,
     /// Writes whose bytes are read back at the thread's next stop:
     /// `(index into accesses, address, bytes to read)`.
     pub(crate) pending: Vec<(usize, u64, usize)>,
@@ -334,6 +335,7 @@ impl Supervisor {
             protected: merged,
             accesses: Vec::new(),
             unsupported: Vec::new(),
+            notes: Vec::new(),
             pending: Vec::new(),
             cache: HashMap::new(),
             stats: Stats {
@@ -350,7 +352,13 @@ impl Supervisor {
             return Trace::default();
         };
         call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
-        Trace::new(call.regions, call.accesses, call.unsupported, call.stats)
+        Trace::new(
+            call.regions,
+            call.accesses,
+            call.unsupported,
+            call.notes,
+            call.stats,
+        )
     }
 
     /// Reads the bytes of the call's pending writes: the instruction has run
