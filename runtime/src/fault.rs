@@ -19,12 +19,13 @@ use std::rc::Rc;
 use libc::{c_int, pid_t, user_regs_struct};
 
 use crate::arena::{PAGE_SIZE, page_floor};
-use crate::decode::{self, Decoded, Operand};
+use crate::decode::{self, After, Decoded, Operand};
 use crate::emulate::{self, Emulation};
-use crate::event::{Access, AccessKind, MAX_RECORDED_BYTES, RegionKind, Unsupported};
+use crate::event::{Access, AccessKind, MAX_RECORDED_BYTES, Note, RegionKind, Unsupported};
 use crate::ptrace::{self, USER_RIP_OFFSET, WaitEvent};
 use crate::stub;
 use crate::supervisor::{Supervisor, report};
+use crate::xstate::XState;
 
 /// How a thread waited on by `wait_trap` was set running.
 #[derive(Clone, Copy)]
@@ -48,33 +49,40 @@ impl Supervisor {
         };
         let decoded = self.decoded_at(regs.rip);
         if let Some(reason) = decoded.unsupported.clone() {
-            self.record_unsupported(tid, &decoded, reason);
-            let all = self.all_protected();
-            return self.execute_by_stepping(tid, &regs, &all);
+            return self.unsupported_but_run(tid, &decoded, &regs, reason);
         }
-        let operands = match decoded.operands(&regs) {
-            Ok(ops) => ops,
-            Err(reason) => {
-                self.record_unsupported(tid, &decoded, reason);
-                let all = self.all_protected();
-                return self.execute_by_stepping(tid, &regs, &all);
+        let xs = if decoded.needs_xstate() {
+            match XState::read(&mut self.pt, tid) {
+                Ok(xs) => Some(xs),
+                Err(e) => {
+                    let reason = format!("cannot read the vector and opmask registers: {e}");
+                    return self.unsupported_but_run(tid, &decoded, &regs, reason);
+                }
             }
+        } else {
+            None
         };
-        let ranges = self.pages_to_open(&operands);
+        let plan = match decoded.plan(&regs, xs.as_ref()) {
+            Ok(plan) => plan,
+            Err(reason) => return self.unsupported_but_run(tid, &decoded, &regs, reason),
+        };
+        let ranges = self.pages_to_open(&plan.reach);
         let explained = ranges.iter().any(|&(s, len)| addr >= s && addr < s + len);
         if !explained {
             let reason = format!(
-                "the fault address {addr:#x} is not covered by the decoded operands {operands:x?}"
+                "the fault address {addr:#x} is not covered by the decoded accesses {:x?}",
+                plan.reach
             );
-            self.record_unsupported(tid, &decoded, reason);
-            let all = self.all_protected();
-            return self.execute_by_stepping(tid, &regs, &all);
+            return self.unsupported_but_run(tid, &decoded, &regs, reason);
+        }
+        for (at, text) in &plan.notes {
+            self.record_note(tid, &decoded, *at, text);
         }
         let pending_before = self.call.as_ref().map_or(0, |c| c.pending.len());
         // The bytes each operand reads, read once: for the record and for an
         // emulated load.
-        let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(operands.len());
-        for op in &operands {
+        let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.before.len());
+        for op in &plan.before {
             let read = op
                 .kinds
                 .contains(&AccessKind::Read)
@@ -84,18 +92,66 @@ impl Supervisor {
             }
             before.push(read);
         }
-        if let ([op], [read]) = (operands.as_slice(), before.as_slice())
+        if plan.after.is_none()
+            && let ([op], [read]) = (plan.before.as_slice(), before.as_slice())
             && self.execute_emulated(tid, &decoded, op, read.as_deref(), regs, pending_before)
         {
             return;
         }
+        if ranges.len() > stub::MAX_RANGES && decoded.special.is_some() {
+            // Stepping would run one iteration of a rep string at a time.
+            let reason = format!(
+                "the instruction reaches {} separate protected page ranges; at most {} can be opened at once",
+                ranges.len(),
+                stub::MAX_RANGES
+            );
+            return self.unsupported_but_run(tid, &decoded, &regs, reason);
+        }
         let placed = (ranges.len() <= stub::MAX_RANGES)
             .then(|| decoded.bytes_at(stub::insn_addr(self.stub_base, ranges.len())))
             .flatten();
-        match placed {
-            Some(bytes) => self.execute_in_stub(tid, &decoded, &bytes, &ranges),
-            None => self.execute_by_stepping(tid, &regs, &ranges),
+        match (placed, plan.after) {
+            (Some(bytes), None) => {
+                let end = stub::End::Jump(decoded.next_ip());
+                self.execute_in_stub(tid, &bytes, &ranges, end);
+            }
+            (Some(bytes), Some(after)) => {
+                self.execute_in_stub_and_look(tid, &decoded, &bytes, &ranges, after);
+            }
+            (None, after) => self.execute_by_stepping(tid, &decoded, &regs, &ranges, after),
         }
+    }
+
+    /// Records `reason` and runs the instruction once with every protected
+    /// page open: the program goes on, the trace says it is incomplete.
+    fn unsupported_but_run(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        regs: &user_regs_struct,
+        reason: String,
+    ) {
+        self.record_unsupported(tid, decoded, reason);
+        let all = self.all_protected();
+        self.execute_by_stepping(tid, decoded, regs, &all, None);
+    }
+
+    /// Records a note of an instruction that touched tracked memory at `at`
+    /// without a data access.
+    fn record_note(&mut self, tid: pid_t, decoded: &Decoded, at: u64, text: &str) {
+        let Some(call) = &mut self.call else { return };
+        let region = call.regions.iter().find(|r| match r.kind {
+            RegionKind::Buffer => at >= r.span_start && at < r.span_end(),
+            RegionKind::Tracked => at >= r.start && at < r.end(),
+        });
+        call.notes.push(Note {
+            ip: decoded.insn.ip(),
+            insn: decoded.text.clone(),
+            region: region.map(|r| r.id),
+            offset: region.map_or(0, |r| (at as i128 - r.start as i128) as isize),
+            text: text.to_owned(),
+            tid,
+        });
     }
 
     /// The decoded instruction at `ip`, from the call's cache or the tracee.
@@ -122,39 +178,40 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
-    /// The protected pages the operands touch, merged into ranges.
-    fn pages_to_open(&self, operands: &[Operand]) -> Ranges {
+    /// The protected pages the address ranges `reach` touch, merged into
+    /// ranges.
+    fn pages_to_open(&self, reach: &[(u64, u64)]) -> Ranges {
         let Some(call) = &self.call else {
             return Vec::new();
         };
-        let mut pages: Vec<u64> = Vec::new();
-        for op in operands {
-            let first = page_floor(op.addr);
-            let last = page_floor(op.addr + op.size.max(1) - 1);
-            let mut page = first;
-            while page <= last {
-                if call.is_protected(page, PAGE_SIZE as u64) {
-                    pages.push(page);
-                }
-                page += PAGE_SIZE as u64;
-            }
-        }
-        pages.sort_unstable();
-        pages.dedup();
+        let page = PAGE_SIZE as u64;
         let mut ranges: Ranges = Vec::new();
-        for page in pages {
-            match ranges.last_mut() {
-                Some((s, len)) if *s + *len == page => *len += PAGE_SIZE as u64,
-                _ => ranges.push((page, PAGE_SIZE as u64)),
+        for &(addr, len) in reach {
+            let lo = page_floor(addr);
+            let hi = addr.saturating_add(len.max(1)).saturating_add(page - 1) & !(page - 1);
+            for &(s, e) in &call.protected {
+                let (from, to) = (lo.max(s), hi.min(e));
+                if from < to {
+                    ranges.push((from, to - from));
+                }
             }
         }
-        ranges
+        ranges.sort_unstable();
+        let mut merged: Ranges = Vec::with_capacity(ranges.len());
+        for (start, len) in ranges {
+            match merged.last_mut() {
+                Some((s, l)) if *s + *l >= start => *l = (*l).max(start + len - *s),
+                _ => merged.push((start, len)),
+            }
+        }
+        merged
     }
 
     /// The bytes an operand covers, as far as they can be read (the
     /// instruction has not run yet: these are the values it reads).
+    /// At most the bytes a record shows (and all of a plain move's).
     fn read_operand(&self, op: &Operand) -> Vec<u8> {
-        let mut bytes = vec![0u8; op.size as usize];
+        let mut bytes = vec![0u8; (op.size as usize).min(MAX_RECORDED_BYTES)];
         let n = self.mem.read_at(&mut bytes, op.addr).unwrap_or(0);
         bytes.truncate(n);
         bytes
@@ -190,8 +247,13 @@ impl Supervisor {
             let mut bytes = Vec::new();
             if kind == AccessKind::Read {
                 let from = (start - lo) as usize;
-                if let Some(read) = read {
-                    bytes = read[from.min(read.len())..(from + shown).min(read.len())].to_vec();
+                match read.and_then(|r| r.get(from..from + shown)) {
+                    Some(slice) => bytes = slice.to_vec(),
+                    None => {
+                        bytes = vec![0u8; shown];
+                        let n = self.mem.read_at(&mut bytes, start).unwrap_or(0);
+                        bytes.truncate(n);
+                    }
                 }
             } else {
                 call.pending.push((call.accesses.len(), start, shown));
@@ -300,19 +362,14 @@ impl Supervisor {
         true
     }
 
-    /// The one-stop path: write the stub, point rip at it, continue.
-    fn execute_in_stub(
-        &mut self,
-        tid: pid_t,
-        decoded: &Decoded,
-        insn: &[u8],
-        ranges: &[(u64, u64)],
-    ) {
-        let code = stub::build(self.stub_base, insn, ranges, decoded.next_ip());
+    /// Writes the stub for this fault (unless it is already there) and points
+    /// the thread at it. Returns false, having delivered SIGSEGV, if it cannot.
+    fn enter_stub(&mut self, tid: pid_t, code: Vec<u8>) -> bool {
         if code != self.last_stub {
             if let Err(e) = self.mem.write_at(&code, self.stub_base + stub::CODE_OFFSET) {
                 report(format_args!("cannot write the stub into thread {tid}: {e}"));
-                return self.resume(tid, libc::SIGSEGV);
+                self.resume(tid, libc::SIGSEGV);
+                return false;
             }
             self.last_stub = code;
         }
@@ -323,22 +380,124 @@ impl Supervisor {
                     "cannot redirect thread {tid} to the stub: {e}"
                 ));
             }
-            return;
+            return false;
         }
         if let Some(call) = &mut self.call {
             call.stats.stub_path += 1;
         }
-        self.resume(tid, 0);
+        true
+    }
+
+    /// The one-stop path: write the stub, point rip at it, continue.
+    fn execute_in_stub(&mut self, tid: pid_t, insn: &[u8], ranges: &[(u64, u64)], end: stub::End) {
+        let code = stub::build(self.stub_base, insn, ranges, end);
+        if self.enter_stub(tid, code) {
+            self.resume(tid, 0);
+        }
+    }
+
+    /// The two-stop path for instructions whose accesses depend on their
+    /// outcome (`cmpxchg`, `repe cmps`): the stub ends in `int3`, the
+    /// supervisor records what the registers say happened and moves the
+    /// thread to the next instruction.
+    fn execute_in_stub_and_look(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        insn: &[u8],
+        ranges: &[(u64, u64)],
+        after: After,
+    ) {
+        let code = stub::build(self.stub_base, insn, ranges, stub::End::Trap);
+        let trap_end = self.stub_base + stub::CODE_OFFSET + code.len() as u64;
+        if !self.enter_stub(tid, code) {
+            return;
+        }
+        let mut deferred: Vec<c_int> = Vec::new();
+        let result = (|| -> io::Result<user_regs_struct> {
+            self.pt.cont(tid, 0)?;
+            self.wait_trap(tid, Resume::Continue, &mut deferred)?;
+            let regs = self.pt.getregs(tid)?;
+            if regs.rip != trap_end {
+                return Err(io::Error::other(format!(
+                    "the stub stopped at {:#x}, not at its end {trap_end:#x} (an mprotect failed)",
+                    regs.rip
+                )));
+            }
+            Ok(regs)
+        })();
+        match result {
+            Ok(mut regs) => {
+                self.record_after(tid, decoded, after, &regs);
+                regs.rip = decoded.next_ip();
+                if let Err(e) = self.pt.setregs(tid, &regs) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        report(format_args!("cannot advance thread {tid}: {e}"));
+                    }
+                    return;
+                }
+                self.resume(tid, deferred.first().copied().unwrap_or(0));
+            }
+            Err(e) => self.execution_failed(tid, &e, deferred.first().copied()),
+        }
+    }
+
+    /// Records the accesses an instruction's outcome shows. Its writes are
+    /// done: their bytes are read now.
+    fn record_after(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        after: After,
+        regs: &user_regs_struct,
+    ) {
+        let ip = decoded.insn.ip();
+        let pending_before = self.call.as_ref().map_or(0, |c| c.pending.len());
+        for op in after.operands(regs) {
+            for &kind in op.kinds {
+                self.record(tid, decoded, ip, &op, kind, None);
+            }
+        }
+        if let Some(call) = &mut self.call {
+            let done: Vec<_> = call.pending.drain(pending_before..).collect();
+            for (index, addr, len) in done {
+                let mut bytes = vec![0u8; len];
+                let n = self.mem.read_at(&mut bytes, addr).unwrap_or(0);
+                bytes.truncate(n);
+                if let Some(a) = call.accesses.get_mut(index) {
+                    a.bytes = bytes;
+                }
+            }
+        }
+    }
+
+    /// An execution path failed: say so, and deliver `signal` (the fault the
+    /// program took, if any) or SIGSEGV.
+    fn execution_failed(&mut self, tid: pid_t, e: &io::Error, signal: Option<c_int>) {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return;
+        }
+        report(format_args!(
+            "executing a faulting instruction of thread {tid} failed: {e}"
+        ));
+        self.resume(tid, signal.unwrap_or(libc::SIGSEGV));
     }
 
     /// The general path: inject `mprotect(RW)`, single-step the instruction
     /// in place, inject `mprotect(NONE)`, restore, continue.
-    fn execute_by_stepping(&mut self, tid: pid_t, regs: &user_regs_struct, ranges: &[(u64, u64)]) {
+    fn execute_by_stepping(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        regs: &user_regs_struct,
+        ranges: &[(u64, u64)],
+        after: Option<After>,
+    ) {
         if let Some(call) = &mut self.call {
             call.stats.step_path += 1;
         }
         let mut deferred: Vec<c_int> = Vec::new();
-        let result = (|| -> io::Result<()> {
+        let result = (|| -> io::Result<user_regs_struct> {
             for &r in ranges {
                 self.inject_mprotect(
                     tid,
@@ -355,20 +514,20 @@ impl Supervisor {
             for &r in ranges {
                 self.inject_mprotect(tid, &after, r, libc::PROT_NONE, &mut deferred)?;
             }
-            self.pt.setregs(tid, &after)
+            self.pt.setregs(tid, &after)?;
+            Ok(after)
         })();
         match result {
-            Ok(()) => {
+            Ok(regs_after) => {
+                if let Some(after) = after {
+                    self.record_after(tid, decoded, after, &regs_after);
+                }
                 let signal = deferred.first().copied().unwrap_or(0);
                 self.resume(tid, signal);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
             Err(e) => {
-                report(format_args!(
-                    "executing an instruction of thread {tid} by single-step failed: {e}"
-                ));
                 let _ = self.pt.setregs(tid, regs);
-                self.resume(tid, libc::SIGSEGV);
+                self.execution_failed(tid, &e, deferred.first().copied());
             }
         }
     }
@@ -411,6 +570,18 @@ impl Supervisor {
             }
             match ptrace::wait_tid(tid)? {
                 WaitEvent::SignalStop { signal, .. } if signal == libc::SIGTRAP => return Ok(()),
+                // The instruction itself faulted: resuming would repeat it.
+                WaitEvent::SignalStop { signal, .. }
+                    if matches!(
+                        signal,
+                        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+                    ) =>
+                {
+                    deferred.insert(0, signal);
+                    return Err(io::Error::other(format!(
+                        "it took signal {signal} while running with its pages open"
+                    )));
+                }
                 WaitEvent::SignalStop { signal, .. } => {
                     deferred.push(signal);
                     again(&mut self.pt)?;

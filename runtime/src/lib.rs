@@ -20,6 +20,7 @@ mod ptrace;
 mod stub;
 mod supervisor;
 mod symbols;
+mod xstate;
 
 pub use arena::{GuardedMapping, PAGE_SIZE, page_ceil, page_floor, page_protection};
 pub use client::{ActiveCall, Protection, begin_call};

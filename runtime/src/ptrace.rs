@@ -128,6 +128,22 @@ impl Ptrace {
         Ok(unsafe { info.assume_init() })
     }
 
+    /// `PTRACE_GETREGSET` of register set `kind` into `buf`; returns the
+    /// bytes the kernel filled.
+    pub(crate) fn getregset(
+        &mut self,
+        tid: pid_t,
+        kind: usize,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        self.raw(libc::PTRACE_GETREGSET, tid, kind, (&raw mut iov) as usize)?;
+        Ok(iov.iov_len)
+    }
+
     /// `PTRACE_POKEUSER` of one word of `struct user`.
     pub(crate) fn poke_user(&mut self, tid: pid_t, offset: usize, value: u64) -> io::Result<()> {
         self.raw(libc::PTRACE_POKEUSER, tid, offset, value as usize)

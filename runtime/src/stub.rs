@@ -34,8 +34,9 @@ pub(crate) const GADGET_OFFSET: u64 = 0x40;
 pub(crate) const GADGET: [u8; 3] = [0x0f, 0x05, 0xcc];
 /// Offset of the per-fault stub code.
 pub(crate) const CODE_OFFSET: u64 = 0x80;
-/// At most this many page ranges are opened for one instruction.
-pub(crate) const MAX_RANGES: usize = 8;
+/// At most this many page ranges are opened for one instruction (each costs
+/// 2 × 38 bytes of stub code).
+pub(crate) const MAX_RANGES: usize = 40;
 
 /// `PROT_READ | PROT_WRITE`.
 const PROT_RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
@@ -118,10 +119,21 @@ impl Emitter {
     }
 }
 
+/// How the stub ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// `jmp` back to this address: the supervisor does not see the thread
+    /// again.
+    Jump(u64),
+    /// `int3`: the supervisor looks at the outcome (flags, rcx) and moves the
+    /// thread on itself.
+    Trap,
+}
+
 /// Builds the stub code for one fault; it is to be written at
 /// `base + CODE_OFFSET`. `insn` must already be encoded for
 /// `insn_addr(base, ranges.len())`.
-pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], return_ip: u64) -> Vec<u8> {
+pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], end: End) -> Vec<u8> {
     let mut e = Emitter {
         pc: base + CODE_OFFSET,
         base,
@@ -139,8 +151,13 @@ pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], return_ip: u6
         e.mprotect(*r, PROT_NONE);
     }
     e.restore_all();
-    e.bytes(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip+0]
-    e.bytes(&return_ip.to_le_bytes());
+    match end {
+        End::Jump(return_ip) => {
+            e.bytes(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip+0]
+            e.bytes(&return_ip.to_le_bytes());
+        }
+        End::Trap => e.bytes(&[0xcc]),
+    }
     debug_assert!(e.code.len() as u64 <= STUB_AREA_SIZE as u64 - CODE_OFFSET);
     e.code
 }
@@ -172,7 +189,12 @@ mod tests {
     fn stub_saves_opens_runs_closes_restores_and_jumps_back() {
         let base = 0x7000_0000u64;
         let insn = [0x89, 0x07]; // mov [rdi], eax
-        let code = build(base, &insn, &[(0x5000_0000, 0x1000)], 0x4000_1234);
+        let code = build(
+            base,
+            &insn,
+            &[(0x5000_0000, 0x1000)],
+            End::Jump(0x4000_1234),
+        );
         let text = disassemble(base + CODE_OFFSET, &code);
         assert_eq!(
             text[0],

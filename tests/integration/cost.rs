@@ -13,7 +13,7 @@ use traced_ffi::{Trace, Tracer, traced_ffi};
 use crate::check::{assert_paths, pattern};
 use crate::child::run_self;
 use crate::levels::{O0, O2};
-use crate::unsupported::traced_ffi_tests_rep_stosb;
+use crate::unsupported::traced_ffi_tests_maskmovq;
 
 /// Set to `1` in the environment of the child run: only then do the `isolated_*`
 /// tests check (elsewhere other threads' stops would make the counts vary).
@@ -91,7 +91,7 @@ fn isolated_step_path_costs_four_stops_per_fault(t: &mut Tracer) {
     t.allow_unsupported(true);
     let mut buf = t.buffer("buf", N);
     // SAFETY: `buf` is valid for writes of N bytes.
-    let ((), trace) = t.call(|| unsafe { traced_ffi_tests_rep_stosb(buf.as_mut_ptr(), N, 7) });
+    let ((), trace) = t.call(|| unsafe { traced_ffi_tests_maskmovq(buf.as_mut_ptr(), N, 7) });
     assert_eq!(trace.stats().step_path, N as u64, "{trace}");
     check_stops(&trace, N as u64, STEP_PATH_STOPS, 1);
     assert_eq!(&buf[..], &[7; N]);

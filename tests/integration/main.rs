@@ -16,6 +16,7 @@ mod bounds;
 mod cost;
 mod crash;
 mod display;
+mod glibc;
 mod harness_cli;
 mod parallel;
 mod rmw_forms;

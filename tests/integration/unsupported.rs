@@ -1,4 +1,5 @@
-//! An instruction the tracer cannot account for exactly (`rep stosb`) fails the test
+//! An instruction the tracer cannot account for exactly (`maskmovq`, an MMX
+//! byte-masked store) fails the test
 //! loudly, naming the test, the call and the instruction, unless the test opts in
 //! with `allow_unsupported(true)`; either way the instruction runs.
 
@@ -9,49 +10,57 @@ use traced_ffi::{Tracer, describe_ip, traced_ffi};
 use crate::check::{assert_accesses, current_tid};
 
 std::arch::global_asm!(
-    ".pushsection .text.traced_ffi_tests_rep_stosb,\"ax\",@progbits",
-    ".globl traced_ffi_tests_rep_stosb",
-    ".type traced_ffi_tests_rep_stosb,@function",
-    "traced_ffi_tests_rep_stosb:",
-    "    mov al, dl",   // +0x0: al = v
-    "    mov rcx, rsi", // +0x2: rcx = n
-    "    rep stosb",    // +0x5: buf[0..n] = v (DF is clear on entry, SysV ABI)
+    ".pushsection .text.traced_ffi_tests_maskmovq,\"ax\",@progbits",
+    ".globl traced_ffi_tests_maskmovq",
+    ".type traced_ffi_tests_maskmovq,@function",
+    "traced_ffi_tests_maskmovq:",
+    "    movzx eax, dl",      // +0x0: eax = v
+    "    movq mm0, rax",      // +0x3: mm0 byte 0 = v
+    "    mov eax, 0x80",      // +0x7
+    "    movq mm1, rax",      // +0xc: mask: byte 0 only
+    "    test rsi, rsi",      // +0x10
+    "    jz 2f",              // +0x13
+    "1:  maskmovq mm0, mm1", // +0x15: [rdi] = v
+    "    inc rdi",
+    "    dec rsi",
+    "    jnz 1b",
+    "2:  emms",
     "    ret",
-    ".size traced_ffi_tests_rep_stosb, .-traced_ffi_tests_rep_stosb",
+    ".size traced_ffi_tests_maskmovq, .-traced_ffi_tests_maskmovq",
     ".popsection",
 );
 
 unsafe extern "C" {
-    /// `rep stosb` with rdi = `buf`, rcx = `n`, al = `v`: writes `buf[0..n] = v`.
+    /// One `maskmovq` per byte: writes `buf[0..n] = v`, one fault each.
     ///
     /// # Safety
     /// `buf` must be valid for writes of `n` bytes.
-    pub(crate) fn traced_ffi_tests_rep_stosb(buf: *mut u8, n: usize, v: u8);
+    pub(crate) fn traced_ffi_tests_maskmovq(buf: *mut u8, n: usize, v: u8);
 }
 
-/// Where the `rep stosb` is, and its encoding (F3 AA).
-const REP_STOSB_AT: &str = "traced_ffi_tests_rep_stosb+0x5";
-const REP_STOSB_BYTES: [u8; 2] = [0xf3, 0xaa];
+/// Where the `maskmovq` is, and its encoding (0F F7 C1).
+const MASKMOVQ_AT: &str = "traced_ffi_tests_maskmovq+0x15";
+const MASKMOVQ_BYTES: [u8; 3] = [0x0f, 0xf7, 0xc1];
 /// Bytes written, and their value.
 const N: usize = 16;
 const V: u8 = 0x3c;
 
 #[traced_ffi(should_panic(
-    expected = "test `unsupported::rep_stosb_without_allow_unsupported_fails_the_test`: traced call at"
+    expected = "test `unsupported::maskmovq_without_allow_unsupported_fails_the_test`: traced call at"
 ))]
-fn rep_stosb_without_allow_unsupported_fails_the_test(t: &mut Tracer) {
+fn maskmovq_without_allow_unsupported_fails_the_test(t: &mut Tracer) {
     let mut buf = t.buffer("buf", N);
     // SAFETY: `buf` is valid for writes of N bytes.
-    let ((), _trace) = t.call(|| unsafe { traced_ffi_tests_rep_stosb(buf.as_mut_ptr(), N, V) });
+    let ((), _trace) = t.call(|| unsafe { traced_ffi_tests_maskmovq(buf.as_mut_ptr(), N, V) });
 }
 
 #[traced_ffi]
-fn rep_stosb_failure_names_the_test_the_call_the_instruction_and_the_way_out(t: &mut Tracer) {
+fn maskmovq_failure_names_the_test_the_call_the_instruction_and_the_way_out(t: &mut Tracer) {
     let mut buf = t.buffer("buf", N);
     let p = buf.as_mut_ptr();
     let fill = move || {
         // SAFETY: `p` is `buf`'s first byte; `buf` is valid for writes of N bytes.
-        unsafe { traced_ffi_tests_rep_stosb(p, N, V) }
+        unsafe { traced_ffi_tests_maskmovq(p, N, V) }
     };
     let call_line = line!() + 1;
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| t.call(fill)));
@@ -66,8 +75,8 @@ fn rep_stosb_failure_names_the_test_the_call_the_instruction_and_the_way_out(t: 
         "1 instruction(s) could not be traced exactly".to_owned(),
         "the trace is incomplete".to_owned(),
         "UNSUPPORTED".to_owned(),
-        format!("UNSUPPORTED ×{N} at {REP_STOSB_AT} `rep stosb"),
-        "[f3 aa]: rep-prefixed string instructions are not supported".to_owned(),
+        format!("UNSUPPORTED ×{N} at {MASKMOVQ_AT} `maskmovq"),
+        "[0f f7 c1]: maskmovq (MMX mask) is not supported".to_owned(),
         "t.allow_unsupported(true)".to_owned(),
     ] {
         assert!(
@@ -79,29 +88,29 @@ fn rep_stosb_failure_names_the_test_the_call_the_instruction_and_the_way_out(t: 
 }
 
 #[traced_ffi]
-fn rep_stosb_with_allow_unsupported_is_listed_as_unsupported_and_still_executes(t: &mut Tracer) {
+fn maskmovq_with_allow_unsupported_is_listed_as_unsupported_and_still_executes(t: &mut Tracer) {
     let mut untraced = [0u8; N];
     // SAFETY: `untraced` is valid for writes of N bytes.
-    unsafe { traced_ffi_tests_rep_stosb(untraced.as_mut_ptr(), N, V) };
+    unsafe { traced_ffi_tests_maskmovq(untraced.as_mut_ptr(), N, V) };
 
     t.allow_unsupported(true);
     let mut buf = t.buffer("buf", N + 1);
     // SAFETY: `buf` is valid for writes of N + 1 >= N bytes.
-    let ((), trace) = t.call(|| unsafe { traced_ffi_tests_rep_stosb(buf.as_mut_ptr(), N, V) });
+    let ((), trace) = t.call(|| unsafe { traced_ffi_tests_maskmovq(buf.as_mut_ptr(), N, V) });
 
     let [u] = trace.unsupported() else {
         panic!("expected exactly one unsupported instruction\n{trace}");
     };
-    assert!(u.insn.contains("rep stosb"), "{u:?}");
-    assert_eq!(describe_ip(u.ip), REP_STOSB_AT);
-    assert_eq!(u.insn_bytes, REP_STOSB_BYTES);
-    assert!(u.reason.contains("rep"), "{u:?}");
+    assert!(u.insn.contains("maskmovq"), "{u:?}");
+    assert_eq!(describe_ip(u.ip), MASKMOVQ_AT);
+    assert_eq!(u.insn_bytes, MASKMOVQ_BYTES);
+    assert!(u.reason.contains("maskmovq"), "{u:?}");
     assert_eq!(u.tid, current_tid());
     assert!(u.count >= 1, "{u:?}");
     let stats = trace.stats();
     assert_eq!(
         stats.faults, u.count,
-        "every fault was the rep stosb\n{trace}"
+        "every fault was the maskmovq\n{trace}"
     );
     assert_eq!(stats.step_path, u.count, "each was single-stepped\n{trace}");
     assert_eq!(stats.stub_path, 0, "{trace}");
