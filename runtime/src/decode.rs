@@ -675,13 +675,17 @@ impl Decoded {
                 } else {
                     layout.standard_size(rfbm)
                 };
-                let kinds = if matches!(
-                    self.insn.mnemonic(),
-                    Mnemonic::Xrstor | Mnemonic::Xrstor64 | Mnemonic::Xrstors | Mnemonic::Xrstors64
-                ) {
-                    READ
-                } else {
-                    WRITE
+                // `xsave` writes every requested component; the others may skip
+                // components in their initial state or unmodified since the last
+                // `xrstor` (the init and modified optimizations, Intel SDM vol. 1,
+                // 13.6), which the tracer cannot see: MaybeWrite.
+                let kinds = match self.insn.mnemonic() {
+                    Mnemonic::Xrstor
+                    | Mnemonic::Xrstor64
+                    | Mnemonic::Xrstors
+                    | Mnemonic::Xrstors64 => READ,
+                    Mnemonic::Xsave | Mnemonic::Xsave64 => WRITE,
+                    _ => &[AccessKind::MaybeWrite],
                 };
                 plan.before.push(Operand { addr, size, kinds });
                 plan.reach.push((addr, size));

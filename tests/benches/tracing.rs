@@ -15,6 +15,29 @@ const RUNS: usize = 7;
 /// Accesses in one scalar measurement.
 const SCALAR_ACCESSES: usize = 10_000;
 
+std::arch::global_asm!(
+    ".pushsection .text.bench_rep,\"ax\",@progbits",
+    ".globl bench_rep_movsb",
+    "bench_rep_movsb:", // (dst, src, n)
+    "    mov rcx, rdx",
+    "    rep movsb",
+    "    ret",
+    ".globl bench_rep_stosb",
+    "bench_rep_stosb:", // (dst, v, n)
+    "    mov eax, esi",
+    "    mov rcx, rdx",
+    "    rep stosb",
+    "    ret",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    /// `rep movsb`: copies `n` bytes from `src` to `dst`.
+    fn bench_rep_movsb(dst: *mut u8, src: *const u8, n: usize);
+    /// `rep stosb`: sets `n` bytes of `dst` to `v`.
+    fn bench_rep_stosb(dst: *mut u8, v: u8, n: usize);
+}
+
 struct Row {
     what: &'static str,
     per: &'static str,
@@ -163,6 +186,49 @@ fn main() {
                     }
                 });
                 (start.elapsed(), trace, 3 * VECTOR_CALLS)
+            },
+        ));
+    }
+    for (what, n) in [
+        ("rep movsb, 4 KiB (one instruction)", 4usize << 10),
+        ("rep movsb, 1 MiB (one instruction)", 1 << 20),
+    ] {
+        let src = t.buffer("src", n);
+        let mut dst = t.buffer("dst", n);
+        rows.push(measure(what, "instruction", || {
+            let start = Instant::now();
+            // SAFETY: both buffers hold n bytes.
+            let ((), trace) =
+                t.call(|| unsafe { bench_rep_movsb(dst.as_mut_ptr(), src.as_ptr(), n) });
+            (start.elapsed(), trace, 1)
+        }));
+    }
+    for (what, n) in [
+        ("rep stosb, 4 KiB (one instruction)", 4usize << 10),
+        ("rep stosb, 1 MiB (one instruction)", 1 << 20),
+    ] {
+        let mut dst = t.buffer("dst", n);
+        rows.push(measure(what, "instruction", || {
+            let start = Instant::now();
+            // SAFETY: the buffer holds n bytes.
+            let ((), trace) = t.call(|| unsafe { bench_rep_stosb(dst.as_mut_ptr(), 7, n) });
+            (start.elapsed(), trace, 1)
+        }));
+    }
+    {
+        const N: usize = 1 << 20;
+        let src = t.buffer("src", N);
+        let mut dst = t.buffer("dst", N);
+        let memcpy = std::hint::black_box(libc::memcpy);
+        rows.push(measure(
+            "glibc memcpy, 1 MiB (this CPU's variant)",
+            "call",
+            || {
+                let start = Instant::now();
+                // SAFETY: both buffers hold N bytes and do not overlap.
+                let (_, trace) =
+                    t.call(|| unsafe { memcpy(dst.as_mut_ptr().cast(), src.as_ptr().cast(), N) });
+                (start.elapsed(), trace, 1)
             },
         ));
     }

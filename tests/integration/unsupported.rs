@@ -14,12 +14,12 @@ std::arch::global_asm!(
     ".globl traced_ffi_tests_maskmovq",
     ".type traced_ffi_tests_maskmovq,@function",
     "traced_ffi_tests_maskmovq:",
-    "    movzx eax, dl",      // +0x0: eax = v
-    "    movq mm0, rax",      // +0x3: mm0 byte 0 = v
-    "    mov eax, 0x80",      // +0x7
-    "    movq mm1, rax",      // +0xc: mask: byte 0 only
-    "    test rsi, rsi",      // +0x10
-    "    jz 2f",              // +0x13
+    "    movzx eax, dl",     // +0x0: eax = v
+    "    movq mm0, rax",     // +0x3: mm0 byte 0 = v
+    "    mov eax, 0x80",     // +0x7
+    "    movq mm1, rax",     // +0xc: mask: byte 0 only
+    "    test rsi, rsi",     // +0x10
+    "    jz 2f",             // +0x13
     "1:  maskmovq mm0, mm1", // +0x15: [rdi] = v
     "    inc rdi",
     "    dec rsi",
