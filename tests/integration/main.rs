@@ -17,6 +17,7 @@ mod cost;
 mod crash;
 mod display;
 mod harness_cli;
+mod oracle;
 mod parallel;
 mod rmw_forms;
 mod scalar;
