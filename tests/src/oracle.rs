@@ -597,6 +597,67 @@ mod tests {
         assert!(err.contains("lacks the end marker"), "{err}");
     }
 
+    /// A traced run and a plain run (with its log) of the same two accesses.
+    fn agreeing_pair() -> (Run, Run, &'static str) {
+        let traced = Run::parse(
+            "buffer buf 8 a0ff8 9f000 a2000\n\
+             module 500000 501000 502000 /bin/x\n\
+             access R buf 0 4 501006\n\
+             access W buf 0 4 501006\n\
+             result 7\n",
+        )
+        .expect("valid traced output");
+        let mut plain = plain();
+        plain.result = Some(7);
+        let log = "I  00401003,3\n L 00009000,1\n\
+                   I  00401006,4\n M 00002ff8,4\n\
+                   I  0040100c,3\n L 00009040,1\n";
+        (traced, plain, log)
+    }
+
+    #[test]
+    fn compare_accepts_agreeing_runs_and_rejects_any_difference() {
+        let (traced, plain, log) = agreeing_pair();
+        compare(&traced, &plain, log, Compare::Sequence, None).expect("the runs agree");
+
+        // One byte more read by lackey: the byte sets differ.
+        let wider = log.replace(" M 00002ff8,4", " M 00002ff8,4\n L 00002ff7,1");
+        let err = compare(&traced, &plain, &wider, Compare::Sets, None).expect_err("extra byte");
+        assert!(
+            err.contains("buf read: only traced [(none)], only lackey [-1..0]"),
+            "{err}"
+        );
+
+        // Same bytes, other order: only a sequence comparison notices.
+        let mut swapped = traced.clone();
+        swapped.accesses.swap(0, 1);
+        compare(&swapped, &plain, log, Compare::Sets, None).expect("same byte sets");
+        let err = compare(&swapped, &plain, log, Compare::Sequence, None).expect_err("order");
+        assert!(err.contains("first at #0"), "{err}");
+
+        // A different result, unless the case says why it differs.
+        let mut other = traced.clone();
+        other.result = Some(8);
+        assert!(compare(&other, &plain, log, Compare::Sets, None).is_err());
+        compare(&other, &plain, log, Compare::Sets, Some("known")).expect("result skipped");
+
+        // Unsupported instructions make the trace incomplete.
+        let mut incomplete = traced.clone();
+        incomplete
+            .unsupported
+            .push("1 1 rep movsb | not yet".to_owned());
+        let err = compare(&incomplete, &plain, log, Compare::Sets, None).expect_err("incomplete");
+        assert!(err.contains("the trace is incomplete"), "{err}");
+
+        // Different glibc variants.
+        let mut variant = traced.clone();
+        variant
+            .impls
+            .insert("memcpy".into(), "libc.so.6+0x1".into());
+        let err = compare(&variant, &plain, log, Compare::Sets, None).expect_err("variant");
+        assert!(err.contains("GLIBC_TUNABLES"), "{err}");
+    }
+
     #[test]
     fn ranges_merge_adjacent_offsets() {
         let set: BTreeSet<i64> = [-2, -1, 0, 1, 5].into_iter().collect();
