@@ -1,5 +1,6 @@
-//! Running this very test binary as a child process, for what a test cannot do in
-//! the test process itself: crash, or look at the harness's command line.
+//! Running child processes with a timeout: this very test binary, for what a test
+//! cannot do in the test process itself (crash, or look at the harness's command
+//! line), and other programs (the oracle's driver, valgrind).
 
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
@@ -44,17 +45,25 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
 /// (that child only) and fails the test with what it printed.
 pub(crate) fn run_self(args: &[&str], env: &[(&str, &str)]) -> ChildRun {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
-    let mut child = Command::new(&exe)
-        .args(args)
-        .envs(env.iter().copied())
+    let mut command = Command::new(&exe);
+    command.args(args).envs(env.iter().copied());
+    run(command, CHILD_TIMEOUT)
+}
+
+/// Runs `command` with stdin empty and stdout and stderr captured, and waits for it at
+/// most `timeout` (polling with exponential back-off); on timeout kills it (that child
+/// only) and fails the test with what it printed.
+pub(crate) fn run(mut command: Command, timeout: Duration) -> ChildRun {
+    let shown = format!("{command:?}");
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
     let stdout = drain(child.stdout.take().expect("stdout is piped"));
     let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut pause = POLL_FIRST;
     let (status, timed_out) = loop {
         if let Some(status) = child.try_wait().expect("waiting for the child works") {
@@ -77,8 +86,7 @@ pub(crate) fn run_self(args: &[&str], env: &[(&str, &str)]) -> ChildRun {
     };
     assert!(
         !timed_out,
-        "{} {args:?} did not finish within {CHILD_TIMEOUT:?}; killed it\n{}",
-        exe.display(),
+        "{shown} did not finish within {timeout:?}; killed it\n{}",
         run.dump()
     );
     run

@@ -18,6 +18,7 @@ mod crash;
 mod display;
 mod glibc;
 mod harness_cli;
+mod oracle;
 mod parallel;
 mod rmw_forms;
 mod scalar;

@@ -1,0 +1,192 @@
+//! An independent oracle: every fixture, and a set of glibc calls, traced by traced-ffi
+//! and run under valgrind's lackey (`--tool=lackey --trace-mem=yes`), which must agree.
+//!
+//! Each test runs `oracle-driver traced <case>` and, under lackey, `oracle-driver plain
+//! <case>` (see `tests/oracle/driver.rs` and `traced_ffi_tests::oracle`), both with
+//! [`GLIBC_TUNABLES`] so glibc runs the same variant of each string function natively
+//! and under valgrind, and compares per buffer the bytes read and the bytes written
+//! (out-of-bounds bytes included: the redzone bytes an aligned vector load reads before
+//! a string, the guard byte `fill_one_past_end` writes), the call's result and the
+//! buffers' contents afterwards. Cases marked [`Compare::Sequence`] must also agree on
+//! the ordered list of (kind, buffer, offset, length, instruction): every C fixture and
+//! every glibc case without a `rep` string instruction. The `rep movsb`/`rep stosb`
+//! cases are [`Compare::Sets`]: valgrind reports one access per iteration there.
+//!
+//! Without valgrind on PATH each test prints `skipped: …` and passes; `.ci/run`
+//! installs it. A failing test prints both sides, the differences, and keeps the lackey
+//! log (its path is in the message).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use traced_ffi::{Tracer, traced_ffi};
+use traced_ffi_tests::oracle::{Compare, GLIBC_TUNABLES, Run, compare};
+
+use crate::child::{ChildRun, run};
+
+/// The driver binary, built by cargo with this test binary.
+const DRIVER: &str = env!("CARGO_BIN_EXE_oracle-driver");
+/// Where lackey logs go (one per case; deleted when the case passes).
+const LOG_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/oracle");
+/// How long one driver run may take. Lackey makes a run about 50 times slower and logs
+/// about a million lines of process start-up; the largest case takes ~2 s alone.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Cases whose result valgrind computes differently for a reason that has nothing to
+/// do with memory accesses; their result is not compared (accesses and contents are).
+const RESULT_DIFFERS_UNDER_VALGRIND: &[(&str, &str)] = &[(
+    "preserve_state_check",
+    "valgrind 3.19 keeps only MXCSR's rounding mode, not the FTZ and DAZ bits the \
+     fixture sets, so its MXCSR check returns 500 under valgrind",
+)];
+
+/// `valgrind` from PATH, if it is installed.
+fn valgrind() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("valgrind"))
+        .find(|p| p.is_file())
+}
+
+fn driver_output(run: &ChildRun, what: &str) -> Run {
+    assert!(
+        run.status.success(),
+        "{what} failed (status {:?}):\n{}",
+        run.status,
+        run.dump()
+    );
+    Run::parse(&run.stdout).unwrap_or_else(|e| panic!("{what}: {e}\n{}", run.dump()))
+}
+
+/// Runs `case` traced and under lackey and asserts that both agree as `how` says.
+fn check(case: &str, how: Compare) {
+    let Some(valgrind) = valgrind() else {
+        println!("skipped: valgrind not installed (apt-get install valgrind)");
+        return;
+    };
+    let mut traced = Command::new(DRIVER);
+    traced
+        .args(["traced", case])
+        .env("GLIBC_TUNABLES", GLIBC_TUNABLES);
+    let traced = driver_output(&run(traced, RUN_TIMEOUT), "oracle-driver traced");
+    if let Some(why) = &traced.skip {
+        println!("skipped: {why}");
+        return;
+    }
+
+    std::fs::create_dir_all(LOG_DIR).unwrap_or_else(|e| panic!("cannot create {LOG_DIR}: {e}"));
+    let log_path = PathBuf::from(LOG_DIR).join(format!("{case}.lackey.log"));
+    let mut plain = Command::new(&valgrind);
+    plain
+        .arg("--tool=lackey")
+        .arg("--trace-mem=yes")
+        .arg(format!("--log-file={}", log_path.display()))
+        .args([DRIVER, "plain", case])
+        .env("GLIBC_TUNABLES", GLIBC_TUNABLES);
+    let plain = driver_output(
+        &run(plain, RUN_TIMEOUT),
+        "oracle-driver plain under valgrind --tool=lackey",
+    );
+    let log = std::fs::read_to_string(&log_path)
+        .unwrap_or_else(|e| panic!("cannot read the lackey log {}: {e}", log_path.display()));
+
+    let result_differs = RESULT_DIFFERS_UNDER_VALGRIND
+        .iter()
+        .find(|(name, _)| *name == case)
+        .map(|(_, why)| *why);
+    match compare(&traced, &plain, &log, how, result_differs) {
+        Ok(summary) => {
+            let _ = std::fs::remove_file(&log_path);
+            println!("{case}: {summary}");
+        }
+        Err(report) => panic!(
+            "case `{case}` ({how:?}): {report}\nlackey log kept at {}\nrerun one side by \
+             hand: GLIBC_TUNABLES='{GLIBC_TUNABLES}' {DRIVER} traced {case}",
+            log_path.display()
+        ),
+    }
+}
+
+/// One `#[traced_ffi]` test per case, and [`CASES`], the table of them all.
+macro_rules! oracle_tests {
+    ($($test:ident => $case:literal, $how:ident;)*) => {
+        $(
+            #[traced_ffi]
+            fn $test(_t: &mut Tracer) {
+                check($case, Compare::$how);
+            }
+        )*
+
+        /// Every case with a test, and how it is compared.
+        const CASES: &[(&str, Compare)] = &[$(($case, Compare::$how)),*];
+    };
+}
+
+oracle_tests! {
+    fill_bytes_o0_matches_lackey_in_order => "fill_bytes_o0", Sequence;
+    fill_bytes_o2_matches_lackey_in_order => "fill_bytes_o2", Sequence;
+    sum_bytes_o0_matches_lackey_in_order => "sum_bytes_o0", Sequence;
+    sum_bytes_o2_matches_lackey_in_order => "sum_bytes_o2", Sequence;
+    fill_u32_o0_matches_lackey_in_order => "fill_u32_o0", Sequence;
+    fill_u32_o2_matches_lackey_in_order => "fill_u32_o2", Sequence;
+    sum_u32_o0_matches_lackey_in_order => "sum_u32_o0", Sequence;
+    sum_u32_o2_matches_lackey_in_order => "sum_u32_o2", Sequence;
+    copy_bytes_o0_matches_lackey_in_order => "copy_bytes_o0", Sequence;
+    copy_bytes_o2_matches_lackey_in_order => "copy_bytes_o2", Sequence;
+    fill_one_past_end_o0_guard_byte_write_matches_lackey => "fill_one_past_end_o0", Sequence;
+    fill_one_past_end_o2_guard_byte_write_matches_lackey => "fill_one_past_end_o2", Sequence;
+    sum_from_minus_one_o0_redzone_read_matches_lackey => "sum_from_minus_one_o0", Sequence;
+    sum_from_minus_one_o2_redzone_read_matches_lackey => "sum_from_minus_one_o2", Sequence;
+    fill_all_but_last_o0_matches_lackey_in_order => "fill_all_but_last_o0", Sequence;
+    fill_all_but_last_o2_matches_lackey_in_order => "fill_all_but_last_o2", Sequence;
+    init_triple_skip_middle_o0_matches_lackey_in_order => "init_triple_skip_middle_o0", Sequence;
+    init_triple_skip_middle_o2_matches_lackey_in_order => "init_triple_skip_middle_o2", Sequence;
+    sum_list_o0_pointer_chasing_matches_lackey_in_order => "sum_list_o0", Sequence;
+    sum_list_o2_pointer_chasing_matches_lackey_in_order => "sum_list_o2", Sequence;
+    increment_u32_o0_matches_lackey_in_order => "increment_u32_o0", Sequence;
+    increment_u32_o2_read_modify_write_matches_lackey_modify => "increment_u32_o2", Sequence;
+    copy16_sse_o0_matches_lackey_in_order => "copy16_sse_o0", Sequence;
+    copy16_sse_o2_matches_lackey_in_order => "copy16_sse_o2", Sequence;
+    copy32_avx_o0_matches_lackey_in_order => "copy32_avx_o0", Sequence;
+    copy32_avx_o2_matches_lackey_in_order => "copy32_avx_o2", Sequence;
+    add8_i32_avx2_o0_matches_lackey_in_order => "add8_i32_avx2_o0", Sequence;
+    add8_i32_avx2_o2_folded_load_matches_lackey_in_order => "add8_i32_avx2_o2", Sequence;
+    preserve_state_check_matches_lackey_in_order => "preserve_state_check", Sequence;
+    memcpy_100_bytes_avx2_matches_lackey_in_order => "memcpy_100", Sequence;
+    memcpy_4096_bytes_rep_movsb_matches_lackey_bytes => "memcpy_4096_rep_movsb", Sets;
+    memmove_overlapping_forward_matches_lackey_in_order => "memmove_overlap_forward", Sequence;
+    memmove_overlapping_backward_matches_lackey_in_order => "memmove_overlap_backward", Sequence;
+    memset_100_bytes_avx2_matches_lackey_in_order => "memset_100", Sequence;
+    memset_4096_bytes_rep_stosb_matches_lackey_bytes => "memset_4096_rep_stosb", Sets;
+    memcmp_stops_at_the_first_difference_like_lackey => "memcmp_100_differs_at_37", Sequence;
+    memcmp_of_equal_buffers_matches_lackey_in_order => "memcmp_64_equal", Sequence;
+    strlen_3_reads_redzone_before_the_string_like_lackey => "strlen_3", Sequence;
+    strlen_100_matches_lackey_in_order => "strlen_100", Sequence;
+    strcpy_50_matches_lackey_in_order => "strcpy_50", Sequence;
+    strcmp_stops_at_the_first_difference_like_lackey => "strcmp_60_differs_at_45", Sequence;
+    memchr_finds_byte_70_matches_lackey_in_order => "memchr_100_finds_70", Sequence;
+    qsort_u32_with_a_c_comparator_matches_lackey_in_order => "qsort_16_u32", Sequence;
+    snprintf_into_a_buffer_matches_lackey_in_order => "snprintf_into_buffer", Sequence;
+}
+
+#[traced_ffi]
+fn every_driver_case_has_an_oracle_test(_t: &mut Tracer) {
+    let listed = run(
+        {
+            let mut c = Command::new(DRIVER);
+            c.arg("list");
+            c
+        },
+        RUN_TIMEOUT,
+    );
+    assert!(listed.status.success(), "{}", listed.dump());
+    let mut driver: Vec<&str> = listed.stdout.lines().collect();
+    let mut tested: Vec<&str> = CASES.iter().map(|(name, _)| *name).collect();
+    driver.sort_unstable();
+    tested.sort_unstable();
+    assert_eq!(
+        driver, tested,
+        "tests/oracle/driver.rs's cases and the oracle_tests! table in \
+         tests/integration/oracle.rs must list the same cases"
+    );
+}
