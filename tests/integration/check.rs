@@ -265,3 +265,129 @@ pub(crate) fn avx2_or_skip(test: &str) -> bool {
     }
     available
 }
+
+/// How many of an access's bytes a trace keeps (`MAX_RECORDED_BYTES`).
+const SHOWN_BYTES: usize = 64;
+
+/// One access a form test (`forms_*`) expects: its kind, region, offset, full length,
+/// the shown bytes (the first [`traced_ffi::Access::bytes`] holds at most 64) and
+/// `symbol+0xoff`; the thread is always the calling one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Want {
+    kind: AccessKind,
+    region: Option<RegionId>,
+    offset: isize,
+    len: usize,
+    bytes: Vec<u8>,
+    at: String,
+    tid: i32,
+}
+
+impl Want {
+    /// A read of `bytes` (all of the range's values; only the first 64 are compared)
+    /// at `offset` of `region`, by the instruction at `at`.
+    pub(crate) fn read(region: &impl Region, offset: isize, bytes: &[u8], at: &str) -> Self {
+        Self::new(AccessKind::Read, region, offset, bytes, at)
+    }
+
+    /// A write of `bytes` at `offset` of `region`, by the instruction at `at`.
+    pub(crate) fn write(region: &impl Region, offset: isize, bytes: &[u8], at: &str) -> Self {
+        Self::new(AccessKind::Write, region, offset, bytes, at)
+    }
+
+    fn new(kind: AccessKind, region: &impl Region, offset: isize, bytes: &[u8], at: &str) -> Self {
+        Want {
+            kind,
+            region: Some(region.region_id()),
+            offset,
+            len: bytes.len(),
+            bytes: bytes[..bytes.len().min(SHOWN_BYTES)].to_vec(),
+            at: at.to_owned(),
+            tid: current_tid(),
+        }
+    }
+
+    fn actual(a: &Access) -> Self {
+        Want {
+            kind: a.kind,
+            region: a.region,
+            offset: a.offset,
+            len: a.len,
+            bytes: a.bytes.clone(),
+            at: describe_ip(a.ip),
+            tid: a.tid,
+        }
+    }
+
+    /// `read buf[0x0..0x10] 16B = 01 02 … @ form_x+0x3 tid 42`.
+    fn describe(&self, trace: &Trace) -> String {
+        let name = self
+            .region
+            .and_then(|id| trace.region(&id))
+            .map_or("?", |d| d.name.as_str());
+        let bytes: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{} {name}[{}..{}] {}B = {} @ {} tid {}",
+            self.kind,
+            signed_hex(self.offset),
+            signed_hex(self.offset + self.len as isize),
+            self.len,
+            bytes.join(" "),
+            self.at,
+            self.tid
+        )
+    }
+}
+
+/// `symbol+0xoff`, as [`describe_ip`] prints an instruction of a `forms` fixture.
+pub(crate) fn at(symbol: &str, offset: u32) -> String {
+    format!("{symbol}+{offset:#x}")
+}
+
+/// Fails unless `trace` holds exactly `want`, in order, and nothing was unsupported.
+pub(crate) fn check_exact(trace: &Trace, want: &[Want], expr: &str, file: &str, line: u32) {
+    let got: Vec<Want> = trace.accesses().iter().map(Want::actual).collect();
+    if want == got.as_slice() && trace.unsupported().is_empty() {
+        return;
+    }
+    let first_difference = want
+        .iter()
+        .zip(&got)
+        .position(|(w, g)| w != g)
+        .unwrap_or(want.len().min(got.len()));
+    let mut msg = format!(
+        "{file}:{line}: assert_exact!({expr}) failed: expected {} access(es), got {}; first \
+         difference at #{first_difference}; {} unsupported\n",
+        want.len(),
+        got.len(),
+        trace.unsupported().len()
+    );
+    for (title, rows) in [("expected", want), ("actual", got.as_slice())] {
+        let _ = writeln!(msg, "{title}:");
+        for (i, row) in rows.iter().enumerate() {
+            let mark = if i == first_difference { '>' } else { ' ' };
+            let _ = writeln!(msg, " {mark}#{i:<3} {}", row.describe(trace));
+        }
+    }
+    let _ = write!(
+        msg,
+        "trace:\n{trace}hint: offsets come from fixtures/DISASM.md (Instruction forms)"
+    );
+    panic!("{msg}");
+}
+
+/// `assert_exact!(trace, [Want, ...])`: the trace holds exactly these accesses, in this
+/// order, all by the calling thread, and no unsupported instruction.
+macro_rules! assert_exact {
+    ($trace:expr, $want:expr $(,)?) => {
+        $crate::check::check_exact(
+            &$trace,
+            &$want,
+            concat!(stringify!($trace), ", ", stringify!($want)),
+            file!(),
+            line!(),
+        )
+    };
+}
+
+pub(crate) use assert_exact;
