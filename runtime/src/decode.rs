@@ -333,9 +333,10 @@ fn special_form(insn: &Instruction, mem: &[MemOperand]) -> Option<Special> {
                 elem: 8,
             });
         }
+        // iced gives the implicit `[rdi]` as operand 0: the mask is operand 2.
         M::Maskmovdqu | M::Vmaskmovdqu => {
             return Some(Special::VectorMask {
-                mask: insn.op1_register(),
+                mask: insn.op2_register(),
                 elem: 1,
             });
         }
