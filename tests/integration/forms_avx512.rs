@@ -69,7 +69,14 @@ fn opmask_load(t: &mut Tracer, f: MaskedLoad, symbol: &str, offset: u32) {
     assert_eq!(out, untraced);
     let want: Vec<Want> = K_RUNS
         .iter()
-        .map(|r| Want::read(&src, r.start as isize, &data[r.clone()], &at(symbol, offset)))
+        .map(|r| {
+            Want::read(
+                &src,
+                r.start as isize,
+                &data[r.clone()],
+                &at(symbol, offset),
+            )
+        })
         .collect();
     assert_exact!(trace, want);
     // SAFETY: as above.
@@ -114,7 +121,14 @@ fn opmask_store<K: Copy + Default>(
     assert_eq!(&dst[..], &untraced[..]);
     let want: Vec<Want> = runs
         .iter()
-        .map(|r| Want::write(&dst, r.start as isize, &data[r.clone()], &at(symbol, offset)))
+        .map(|r| {
+            Want::write(
+                &dst,
+                r.start as isize,
+                &data[r.clone()],
+                &at(symbol, offset),
+            )
+        })
         .collect();
     assert_exact!(trace, want);
     dst.fill(0);
@@ -137,7 +151,14 @@ fn vmovdqu32_opmask_store_is_one_write_per_run(t: &mut Tracer) {
 fn vmovdqu8_opmask_store_is_one_write_per_run_of_bytes(t: &mut Tracer) {
     if avx512_or_skip(t.test_name(), true) {
         let (sym, k) = ("form_vmovdqu8_store_mask", 0xf000_0000_0000_0f01_u64);
-        opmask_store(t, form_vmovdqu8_store_mask, sym, 0xb, k, &[0..1, 8..12, 60..64]);
+        opmask_store(
+            t,
+            form_vmovdqu8_store_mask,
+            sym,
+            0xb,
+            k,
+            &[0..1, 8..12, 60..64],
+        );
     }
 }
 
@@ -146,7 +167,14 @@ fn vmovdqu8_opmask_store_is_one_write_per_run_of_bytes(t: &mut Tracer) {
 fn vmovdqu16_ymm_opmask_store_is_one_write_per_run(t: &mut Tracer) {
     if avx512_or_skip(t.test_name(), true) {
         let (sym, k) = ("form_vmovdqu16_store_mask_ymm", 0b1000_0000_0000_0110_u16);
-        opmask_store(t, form_vmovdqu16_store_mask_ymm, sym, 0xa, k, &[2..6, 30..32]);
+        opmask_store(
+            t,
+            form_vmovdqu16_store_mask_ymm,
+            sym,
+            0xa,
+            k,
+            &[2..6, 30..32],
+        );
     }
 }
 
@@ -230,7 +258,12 @@ fn vpcompressd_store_is_one_write_of_the_packed_elements(t: &mut Tracer) {
     assert_eq!(&dst[36..], &[0; 28]);
     assert_exact!(
         trace,
-        [Want::write(&dst, 0, &packed, &at("form_vpcompressd_store", 0xa))]
+        [Want::write(
+            &dst,
+            0,
+            &packed,
+            &at("form_vpcompressd_store", 0xa)
+        )]
     );
 }
 
@@ -252,6 +285,11 @@ fn vpexpandd_load_is_one_read_of_the_packed_elements(t: &mut Tracer) {
     assert_eq!(out, untraced);
     assert_exact!(
         trace,
-        [Want::read(&src, 0, &data[..36], &at("form_vpexpandd_load", 0x4))]
+        [Want::read(
+            &src,
+            0,
+            &data[..36],
+            &at("form_vpexpandd_load", 0x4)
+        )]
     );
 }

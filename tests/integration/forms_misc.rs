@@ -36,7 +36,15 @@ fn pop_to_memory_is_an_8_byte_write_of_the_buffer(t: &mut Tracer) {
     // SAFETY: 8 bytes.
     let ((), trace) = t.call(|| unsafe { form_pop_mem(p, v) });
     assert_eq!(&buf[..], &v.to_le_bytes());
-    assert_exact!(trace, [Want::write(&buf, 0, &v.to_le_bytes(), &at("form_pop_mem", 1))]);
+    assert_exact!(
+        trace,
+        [Want::write(
+            &buf,
+            0,
+            &v.to_le_bytes(),
+            &at("form_pop_mem", 1)
+        )]
+    );
 }
 
 /// The buffer holds `form_ret42`'s address.
@@ -78,7 +86,12 @@ fn mov_8_bytes_across_a_page_boundary_is_one_full_length_read(t: &mut Tracer) {
     assert_eq!(v.to_le_bytes(), data[4092..4100]);
     assert_exact!(
         trace,
-        [Want::read(&buf, 4092, &data[4092..4100], &at("form_load_u64", 0))]
+        [Want::read(
+            &buf,
+            4092,
+            &data[4092..4100],
+            &at("form_load_u64", 0)
+        )]
     );
 }
 
@@ -129,7 +142,10 @@ fn loads_straddling_a_tracked_range_record_only_the_tracked_bytes(t: &mut Tracer
     assert_eq!(w.to_le_bytes(), data[4080..4088]);
     let at = at("form_load_u64", 0);
     assert_exact!(over_end, [Want::read(&tracked, 8, &data[4092..4098], &at)]);
-    assert_exact!(over_start, [Want::read(&tracked, 0, &data[4084..4088], &at)]);
+    assert_exact!(
+        over_start,
+        [Want::read(&tracked, 0, &data[4084..4088], &at)]
+    );
 }
 
 // --------------------------------------------------------------- state saves
@@ -261,8 +277,18 @@ fn fild_word_reads_2_and_fistp_qword_writes_8(t: &mut Tracer) {
     assert_exact!(
         trace,
         [
-            Want::read(&src, 0, &(-1234i16).to_le_bytes(), &at("form_fild16_fistp64", 0)),
-            Want::write(&dst, 0, &(-1234i64).to_le_bytes(), &at("form_fild16_fistp64", 2)),
+            Want::read(
+                &src,
+                0,
+                &(-1234i16).to_le_bytes(),
+                &at("form_fild16_fistp64", 0)
+            ),
+            Want::write(
+                &dst,
+                0,
+                &(-1234i64).to_le_bytes(),
+                &at("form_fild16_fistp64", 2)
+            ),
         ]
     );
 }
@@ -432,7 +458,12 @@ fn bt_immediate_offset_reads_the_dword_at_the_operand(t: &mut Tracer) {
     assert_eq!(bit, 1);
     assert_exact!(
         trace,
-        [Want::read(&buf, 0, &[0x20, 0, 0, 0], &at("form_bt32_imm", 0))]
+        [Want::read(
+            &buf,
+            0,
+            &[0x20, 0, 0, 0],
+            &at("form_bt32_imm", 0)
+        )]
     );
 }
 
