@@ -25,7 +25,10 @@ fn lock_cmpxchg8_reads_then_writes_only_when_it_stores(t: &mut Tracer) {
     // SAFETY: byte 8 of 16.
     let (old, miss) = t.call(|| unsafe { form_lock_cmpxchg8(p.add(8), 0x10, 0xee) });
     assert_eq!((old, &buf[..]), (0x11, &INIT[..]));
-    assert_exact!(miss, [Want::read(&buf, 8, &[0x11], &at("form_lock_cmpxchg8", 2))]);
+    assert_exact!(
+        miss,
+        [Want::read(&buf, 8, &[0x11], &at("form_lock_cmpxchg8", 2))]
+    );
     // SAFETY: as above.
     let (old, hit) = t.call(|| unsafe { form_lock_cmpxchg8(p.add(8), 0x11, 0xee) });
     assert_eq!((old, buf[8]), (0x11, 0xee));
@@ -177,7 +180,10 @@ fn xchg_with_memory_reads_the_old_value_and_writes_the_new(t: &mut Tracer) {
     let p = buf.as_mut_ptr();
     // SAFETY: 8 bytes.
     let (old, trace) = t.call(|| unsafe { form_xchg64(p, 0x0807_0605_0403_0201) });
-    assert_eq!((old, &buf[..]), (0x8877_6655_4433_2211, &[1, 2, 3, 4, 5, 6, 7, 8][..]));
+    assert_eq!(
+        (old, &buf[..]),
+        (0x8877_6655_4433_2211, &[1, 2, 3, 4, 5, 6, 7, 8][..])
+    );
     assert_exact!(
         trace,
         [
@@ -213,8 +219,18 @@ fn lock_or_immediate_reads_then_writes(t: &mut Tracer) {
     assert_exact!(
         trace,
         [
-            Want::read(&buf, 0, &[0xa0, 1, 2, 3, 4, 5, 6, 7], &at("form_lock_or64_imm", 0)),
-            Want::write(&buf, 0, &[0xf5, 1, 2, 3, 4, 5, 6, 7], &at("form_lock_or64_imm", 0)),
+            Want::read(
+                &buf,
+                0,
+                &[0xa0, 1, 2, 3, 4, 5, 6, 7],
+                &at("form_lock_or64_imm", 0)
+            ),
+            Want::write(
+                &buf,
+                0,
+                &[0xf5, 1, 2, 3, 4, 5, 6, 7],
+                &at("form_lock_or64_imm", 0)
+            ),
         ]
     );
 }

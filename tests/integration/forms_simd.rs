@@ -146,7 +146,10 @@ fn vpmovzxbd_from_memory_reads_8_bytes(t: &mut Tracer) {
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
     // SAFETY: 8 and 32 bytes; AVX2 checked.
     let ((), trace) = t.call(|| unsafe { form_vpmovzxbd(d, s) });
-    let wide: Vec<u8> = data.iter().flat_map(|&b| u32::from(b).to_le_bytes()).collect();
+    let wide: Vec<u8> = data
+        .iter()
+        .flat_map(|&b| u32::from(b).to_le_bytes())
+        .collect();
     assert_eq!(&dst[..], &wide[..]);
     assert_exact!(
         trace,
@@ -166,7 +169,12 @@ fn movnti_is_an_8_byte_write(t: &mut Tracer) {
     assert_eq!(&dst[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
     assert_exact!(
         trace,
-        [Want::write(&dst, 0, &[1, 2, 3, 4, 5, 6, 7, 8], &at("form_movnti", 0))]
+        [Want::write(
+            &dst,
+            0,
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &at("form_movnti", 0)
+        )]
     );
 }
 
@@ -260,7 +268,13 @@ fn masked_store<M: Copy + Default>(
 fn vmaskmovps_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [4..12, 20..24];
-        masked_load(t, form_vmaskmovps_load, "form_vmaskmovps_load", &MASK_D, &runs);
+        masked_load(
+            t,
+            form_vmaskmovps_load,
+            "form_vmaskmovps_load",
+            &MASK_D,
+            &runs,
+        );
     }
 }
 
@@ -268,7 +282,13 @@ fn vmaskmovps_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
 fn vmaskmovps_store_is_one_write_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [4..12, 20..24];
-        masked_store(t, form_vmaskmovps_store, "form_vmaskmovps_store", &MASK_D, &runs);
+        masked_store(
+            t,
+            form_vmaskmovps_store,
+            "form_vmaskmovps_store",
+            &MASK_D,
+            &runs,
+        );
     }
 }
 
@@ -276,7 +296,13 @@ fn vmaskmovps_store_is_one_write_per_run_of_enabled_elements(t: &mut Tracer) {
 fn vpmaskmovd_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [4..12, 20..24];
-        masked_load(t, form_vpmaskmovd_load, "form_vpmaskmovd_load", &MASK_D, &runs);
+        masked_load(
+            t,
+            form_vpmaskmovd_load,
+            "form_vpmaskmovd_load",
+            &MASK_D,
+            &runs,
+        );
     }
 }
 
@@ -284,7 +310,13 @@ fn vpmaskmovd_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
 fn vpmaskmovd_store_is_one_write_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [4..12, 20..24];
-        masked_store(t, form_vpmaskmovd_store, "form_vpmaskmovd_store", &MASK_D, &runs);
+        masked_store(
+            t,
+            form_vpmaskmovd_store,
+            "form_vpmaskmovd_store",
+            &MASK_D,
+            &runs,
+        );
     }
 }
 
@@ -292,7 +324,13 @@ fn vpmaskmovd_store_is_one_write_per_run_of_enabled_elements(t: &mut Tracer) {
 fn vpmaskmovq_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [0..16, 24..32];
-        masked_load(t, form_vpmaskmovq_load, "form_vpmaskmovq_load", &MASK_Q, &runs);
+        masked_load(
+            t,
+            form_vpmaskmovq_load,
+            "form_vpmaskmovq_load",
+            &MASK_Q,
+            &runs,
+        );
     }
 }
 
@@ -300,7 +338,13 @@ fn vpmaskmovq_load_is_one_read_per_run_of_enabled_elements(t: &mut Tracer) {
 fn vpmaskmovq_store_is_one_write_per_run_of_enabled_elements(t: &mut Tracer) {
     if avx2_or_skip(t.test_name()) {
         let runs = [0..16, 24..32];
-        masked_store(t, form_vpmaskmovq_store, "form_vpmaskmovq_store", &MASK_Q, &runs);
+        masked_store(
+            t,
+            form_vpmaskmovq_store,
+            "form_vpmaskmovq_store",
+            &MASK_Q,
+            &runs,
+        );
     }
 }
 
@@ -343,7 +387,14 @@ fn vpgatherdd_is_one_read_per_enabled_element_in_element_order(t: &mut Tracer) {
     let base = t.buffer_from("base", &data);
     let mut untraced = [0u8; 32];
     // SAFETY: indices 0..8 of 32 bytes; AVX2 checked.
-    unsafe { form_vpgatherdd(untraced.as_mut_ptr(), data.as_ptr(), idx.as_ptr(), mask.as_ptr()) };
+    unsafe {
+        form_vpgatherdd(
+            untraced.as_mut_ptr(),
+            data.as_ptr(),
+            idx.as_ptr(),
+            mask.as_ptr(),
+        )
+    };
     let mut out = [0u8; 32];
     let (o, b, i, m) = (out.as_mut_ptr(), base.as_ptr(), idx.as_ptr(), mask.as_ptr());
     // SAFETY: as above; `out`, `idx` and `mask` are ordinary memory.

@@ -18,7 +18,10 @@ use crate::check::{Want, assert_exact, at, pattern};
 /// One fault for the one rep instruction; at most 2 doorbells + 4 stops.
 fn assert_one_rep_instruction(trace: &Trace) {
     let s = trace.stats();
-    assert_eq!(s.faults, 1, "one fault for the whole rep instruction\n{trace}");
+    assert_eq!(
+        s.faults, 1,
+        "one fault for the whole rep instruction\n{trace}"
+    );
     assert!(s.stops <= 6, "stops {} > 6\n{trace}", s.stops);
     assert!(trace.unsupported().is_empty(), "{trace}");
 }
@@ -240,7 +243,12 @@ fn rep_stosb_n(t: &mut Tracer, n: usize) {
     }
     assert_exact!(
         trace,
-        [Want::write(&buf, 0, &vec![0xc3; n], &at("form_rep_stosb", 5))]
+        [Want::write(
+            &buf,
+            0,
+            &vec![0xc3; n],
+            &at("form_rep_stosb", 5)
+        )]
     );
     assert_one_rep_instruction(&trace);
 }
@@ -280,8 +288,14 @@ fn rep_stosw_stosd_stosq_are_one_write_each_of_count_times_size(t: &mut Tracer) 
         form_rep_stosd(p.add(8), 2, 0x0102_0304);
         form_rep_stosq(p.add(16), 6, 0x1122_3344_5566_7788);
     });
-    let words: Vec<u8> = [0xa1b2u16; 3].iter().flat_map(|w| w.to_le_bytes()).collect();
-    let dwords: Vec<u8> = [0x0102_0304u32; 2].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let words: Vec<u8> = [0xa1b2u16; 3]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let dwords: Vec<u8> = [0x0102_0304u32; 2]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
     let qwords: Vec<u8> = [0x1122_3344_5566_7788u64; 6]
         .iter()
         .flat_map(|w| w.to_le_bytes())
@@ -308,7 +322,10 @@ fn rep_stosd_backward_is_one_write_from_the_lowest_element(t: &mut Tracer) {
     let p = buf.as_mut_ptr();
     // SAFETY: bytes 20..32.
     let ((), trace) = t.call(|| unsafe { form_rep_stosd_backward(p.add(28), 3, 0xaabb_ccdd) });
-    let v: Vec<u8> = [0xaabb_ccddu32; 3].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let v: Vec<u8> = [0xaabb_ccddu32; 3]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
     assert_eq!(&buf[20..32], &v[..]);
     assert!(buf[..20].iter().chain(&buf[32..]).all(|&b| b == 0));
     assert_exact!(
@@ -327,7 +344,12 @@ fn stosq_without_rep_is_one_8_byte_write(t: &mut Tracer) {
     assert_eq!(&buf[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
     assert_exact!(
         trace,
-        [Want::write(&buf, 0, &[1, 2, 3, 4, 5, 6, 7, 8], &at("form_stosq", 3))]
+        [Want::write(
+            &buf,
+            0,
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &at("form_stosq", 3)
+        )]
     );
 }
 
@@ -438,7 +460,9 @@ fn cmpsw_without_rep_reads_rsi_then_rdi(t: &mut Tracer) {
 #[traced_ffi]
 fn repne_scasb_reads_up_to_and_including_the_match(t: &mut Tracer) {
     let mut data = pattern(32, 11);
-    data.iter_mut().filter(|b| **b == 0x99).for_each(|b| *b = 0x98);
+    data.iter_mut()
+        .filter(|b| **b == 0x99)
+        .for_each(|b| *b = 0x98);
     data[12] = 0x99;
     let buf = t.buffer_from("buf", &data);
     let p = buf.as_ptr();
@@ -465,7 +489,12 @@ fn repe_scasd_backward_reads_the_consumed_dwords_from_the_lowest(t: &mut Tracer)
     assert_eq!(left, 2);
     assert_exact!(
         trace,
-        [Want::read(&buf, 8, &data[8..32], &at("form_repe_scasd_backward", 6))]
+        [Want::read(
+            &buf,
+            8,
+            &data[8..32],
+            &at("form_repe_scasd_backward", 6)
+        )]
     );
     assert_one_rep_instruction(&trace);
 }
@@ -477,8 +506,5 @@ fn scasb_without_rep_is_one_1_byte_read(t: &mut Tracer) {
     // SAFETY: 1 byte.
     let (equal, trace) = t.call(|| unsafe { form_scasb(p, 0x42) });
     assert_eq!(equal, 1);
-    assert_exact!(
-        trace,
-        [Want::read(&buf, 0, &[0x42], &at("form_scasb", 2))]
-    );
+    assert_exact!(trace, [Want::read(&buf, 0, &[0x42], &at("form_scasb", 2))]);
 }
