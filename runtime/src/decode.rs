@@ -367,7 +367,29 @@ fn special_form(insn: &Instruction, mem: &[MemOperand]) -> Option<Special> {
             count: count as usize,
         });
     }
-    if insn.has_op_mask() && matches!(used.access(), OpAccess::CondRead | OpAccess::CondWrite) {
+    // Under an opmask the CPU suppresses the accesses (and faults) of masked
+    // elements of a memory source or destination (Intel SDM vol. 2, 2.8),
+    // except for the instructions of exception class E4NF, whose memory
+    // source is read whole (permutes, align, conflict, 128-bit-lane shuffles).
+    // iced marks only masked stores conditional; loads come as plain reads.
+    const READ_WHOLE: [&str; 7] = [
+        "Valign",
+        "Vperm",
+        "Vpconflict",
+        "Vshuff",
+        "Vshufi",
+        "Vdbpsadbw",
+        "Vpmultishiftqb",
+    ];
+    let element_masked = match used.access() {
+        OpAccess::CondWrite => true,
+        OpAccess::Read | OpAccess::CondRead => {
+            let name = format!("{m:?}");
+            !READ_WHOLE.iter().any(|p| name.starts_with(p))
+        }
+        _ => false,
+    };
+    if insn.has_op_mask() && element_masked {
         let k = insn.op_mask();
         let elem = elem_size();
         if matches!(
@@ -694,10 +716,11 @@ impl Decoded {
             Special::CacheLine => {
                 let addr = self.explicit_address(regs)?;
                 plan.reach.push((addr, 1));
+                // The note names the 64-byte line the instruction acts on.
                 plan.notes.push((
-                    addr,
+                    addr & !63,
                     format!(
-                        "{} of the cache line holding this byte: no data read or written",
+                        "{} of the 64-byte cache line at this address: no data read or written",
                         self.text
                             .split_whitespace()
                             .next()
