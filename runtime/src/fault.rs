@@ -452,23 +452,12 @@ impl Supervisor {
         regs: &user_regs_struct,
     ) {
         let ip = decoded.insn.ip();
-        let pending_before = self.call.as_ref().map_or(0, |c| c.pending.len());
         for op in after.operands(regs) {
             for &kind in op.kinds {
                 self.record(tid, decoded, ip, &op, kind, None);
             }
         }
-        if let Some(call) = &mut self.call {
-            let done: Vec<_> = call.pending.drain(pending_before..).collect();
-            for (index, addr, len) in done {
-                let mut bytes = vec![0u8; len];
-                let n = self.mem.read_at(&mut bytes, addr).unwrap_or(0);
-                bytes.truncate(n);
-                if let Some(a) = call.accesses.get_mut(index) {
-                    a.bytes = bytes;
-                }
-            }
-        }
+        self.read_back_writes();
     }
 
     /// An execution path failed: say so, and deliver `signal` (the fault the

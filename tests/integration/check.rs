@@ -94,24 +94,35 @@ impl Row {
 
     /// `write buf[0x0..0x1] 1B = ab @ fill_bytes_o2+0x10 (mov) tid 42`.
     fn describe(&self, trace: &Trace) -> String {
-        let name = self
-            .region
-            .and_then(|id| trace.region(&id))
-            .map_or("?", |d| d.name.as_str());
-        let end = self.offset + self.len as isize;
-        let bytes: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{} {name}[{}..{}] {}B = {} @ {} ({}) tid {}",
+        let at = format!("{} ({})", self.at, self.mnemonic);
+        let access = (
             self.kind,
-            signed_hex(self.offset),
-            signed_hex(end),
+            self.region,
+            self.offset,
             self.len,
-            bytes.join(" "),
-            self.at,
-            self.mnemonic,
-            self.tid
-        )
+            &self.bytes[..],
+        );
+        describe_access(trace, access, &at, self.tid)
     }
+}
+
+/// `kind region[start..end] lenB = bytes @ at tid N`, one row of a failure message.
+fn describe_access(
+    trace: &Trace,
+    (kind, region, offset, len, bytes): (AccessKind, Option<RegionId>, isize, usize, &[u8]),
+    at: &str,
+    tid: i32,
+) -> String {
+    let name = region
+        .and_then(|id| trace.region(&id))
+        .map_or("?", |d| d.name.as_str());
+    let bytes: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{kind} {name}[{}..{}] {len}B = {} @ {at} tid {tid}",
+        signed_hex(offset),
+        signed_hex(offset + len as isize),
+        bytes.join(" "),
+    )
 }
 
 fn signed_hex(v: isize) -> String {
@@ -321,21 +332,14 @@ impl Want {
 
     /// `read buf[0x0..0x10] 16B = 01 02 … @ form_x+0x3 tid 42`.
     fn describe(&self, trace: &Trace) -> String {
-        let name = self
-            .region
-            .and_then(|id| trace.region(&id))
-            .map_or("?", |d| d.name.as_str());
-        let bytes: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{} {name}[{}..{}] {}B = {} @ {} tid {}",
+        let access = (
             self.kind,
-            signed_hex(self.offset),
-            signed_hex(self.offset + self.len as isize),
+            self.region,
+            self.offset,
             self.len,
-            bytes.join(" "),
-            self.at,
-            self.tid
-        )
+            &self.bytes[..],
+        );
+        describe_access(trace, access, &self.at, self.tid)
     }
 }
 
