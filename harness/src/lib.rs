@@ -47,7 +47,7 @@ mod tracer;
 pub use traced_ffi_macros::traced_ffi;
 pub use traced_ffi_runtime::{
     Access, AccessKind, CallError, LaunchError, Launched, Note, RangeSet, Region, RegionDesc,
-    RegionId, RegionKind, Stats, Trace, Unsupported, describe_ip, symbolize,
+    RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, describe_ip, symbolize,
 };
 pub use tracer::{Buffer, Tracer, Tracked};
 

@@ -270,15 +270,17 @@ impl Tracer {
         let caller = Location::caller();
         match self.call_at(caller, f) {
             Ok((r, trace)) => {
-                if !self.allow_unsupported && !trace.unsupported().is_empty() {
+                if !self.allow_unsupported && trace.is_incomplete() {
                     panic!(
-                        "test `{}`: traced call at {}:{}: {} instruction(s) could not be traced \
-                         exactly, so the trace is incomplete:\n{trace}\nhint: call \
-                         `t.allow_unsupported(true)` to accept an incomplete trace",
+                        "test `{}`: traced call at {}:{}: {} instruction(s) and {} system \
+                         call(s) could not be traced exactly, so the trace is incomplete:\n\
+                         {trace}\nhint: call `t.allow_unsupported(true)` to accept an \
+                         incomplete trace",
                         self.test,
                         caller.file(),
                         caller.line(),
-                        trace.unsupported().len()
+                        trace.unsupported().len(),
+                        trace.unknown_syscalls().len()
                     );
                 }
                 (r, trace)

@@ -111,8 +111,13 @@ pub struct Access {
     pub tid: i32,
     /// The instruction's address.
     pub ip: u64,
-    /// The instruction, disassembled (Intel syntax).
+    /// The instruction, disassembled (Intel syntax); `syscall` for an
+    /// access the kernel made.
     pub insn: String,
+    /// For an access made by the kernel on behalf of a system call (the
+    /// `buf` of `read(fd, buf, n)`), the call's name; `None` for an access
+    /// made by an instruction. `ip` is then the `syscall` instruction.
+    pub syscall: Option<String>,
 }
 
 impl Access {
@@ -139,6 +144,27 @@ pub struct Unsupported {
     pub tid: i32,
     /// How many times this instruction faulted during the call.
     pub count: u64,
+}
+
+/// A system call whose arguments pointed into protected pages but whose
+/// effect on memory the tracer does not know. It ran with the pages of the
+/// regions it pointed into open, so it did not fail with `EFAULT`, but its
+/// reads and writes are not in the trace: like [`Unsupported`], it fails the
+/// test unless the test opted out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownSyscall {
+    /// The system call number (x86-64).
+    pub nr: u64,
+    /// Its name, if the tracer knows it.
+    pub name: Option<String>,
+    /// Its six arguments.
+    pub args: [u64; 6],
+    /// Its result (`-errno` on failure).
+    pub result: i64,
+    /// The address of the `syscall` instruction.
+    pub ip: u64,
+    /// The thread that made it.
+    pub tid: i32,
 }
 
 /// Something the tracer saw during a call that is not a data access but that
@@ -195,6 +221,8 @@ pub struct Trace {
     pub(crate) unsupported: Vec<Unsupported>,
     /// Things seen that are not accesses (see [`Note`]).
     pub(crate) notes: Vec<Note>,
+    /// System calls on protected pages whose effect is not known.
+    pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
     /// What tracing cost.
     pub(crate) stats: Stats,
 }
@@ -206,6 +234,7 @@ impl Trace {
         accesses: Vec<Access>,
         unsupported: Vec<Unsupported>,
         notes: Vec<Note>,
+        unknown_syscalls: Vec<UnknownSyscall>,
         stats: Stats,
     ) -> Self {
         Trace {
@@ -213,6 +242,7 @@ impl Trace {
             accesses,
             unsupported,
             notes,
+            unknown_syscalls,
             stats,
         }
     }
@@ -235,6 +265,18 @@ impl Trace {
     /// the trace is incomplete.
     pub fn unsupported(&self) -> &[Unsupported] {
         &self.unsupported
+    }
+
+    /// System calls on tracked memory whose effect the tracer does not know
+    /// (they ran, but their accesses are missing from the trace).
+    pub fn unknown_syscalls(&self) -> &[UnknownSyscall] {
+        &self.unknown_syscalls
+    }
+
+    /// True if the trace is known to miss accesses: an unsupported
+    /// instruction or an unknown system call touched tracked memory.
+    pub fn is_incomplete(&self) -> bool {
+        !self.unsupported.is_empty() || !self.unknown_syscalls.is_empty()
     }
 
     /// Notes on instructions that touched tracked pages without an access
@@ -396,6 +438,16 @@ impl fmt::Display for Trace {
                 crate::symbols::describe_ip(n.ip),
                 n.insn,
                 n.text
+            )?;
+        }
+        for s in &self.unknown_syscalls {
+            writeln!(
+                f,
+                "  UNKNOWN SYSCALL {} ({}) at {} = {}: ran with its pages open, its accesses are not recorded",
+                s.name.as_deref().unwrap_or("?"),
+                s.nr,
+                crate::symbols::describe_ip(s.ip),
+                s.result
             )?;
         }
         for u in &self.unsupported {

@@ -267,6 +267,7 @@ impl Supervisor {
                 tid,
                 ip,
                 insn: decoded.text.clone(),
+                syscall: None,
             });
         }
     }

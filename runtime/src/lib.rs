@@ -27,7 +27,7 @@ pub use client::{ActiveCall, Protection, begin_call};
 pub use error::{AllocError, CallError, LaunchError};
 pub use event::{
     Access, AccessKind, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
-    RegionKind, Stats, Trace, Unsupported,
+    RegionKind, Stats, Trace, UnknownSyscall, Unsupported,
 };
 pub use launch::{Launched, launch, run_untraced};
 pub use symbols::{describe_ip, symbolize};

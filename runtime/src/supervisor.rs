@@ -12,7 +12,7 @@ use std::rc::Rc;
 use libc::{c_int, pid_t};
 
 use crate::decode::Decoded;
-use crate::event::{Access, Note, RegionDesc, Stats, Trace, Unsupported};
+use crate::event::{Access, Note, RegionDesc, Stats, Trace, UnknownSyscall, Unsupported};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 
@@ -34,6 +34,7 @@ pub(crate) struct Call {
     pub(crate) accesses: Vec<Access>,
     pub(crate) unsupported: Vec<Unsupported>,
     pub(crate) notes: Vec<Note>,
+    pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
     /// Writes whose bytes are read back at the thread's next stop:
     /// `(index into accesses, address, bytes to read)`.
     pub(crate) pending: Vec<(usize, u64, usize)>,
@@ -336,6 +337,7 @@ impl Supervisor {
             accesses: Vec::new(),
             unsupported: Vec::new(),
             notes: Vec::new(),
+            unknown_syscalls: Vec::new(),
             pending: Vec::new(),
             cache: HashMap::new(),
             stats: Stats {
@@ -357,6 +359,7 @@ impl Supervisor {
             call.accesses,
             call.unsupported,
             call.notes,
+            call.unknown_syscalls,
             call.stats,
         )
     }

@@ -72,7 +72,7 @@ fn maskmovq_failure_names_the_test_the_call_the_instruction_and_the_way_out(t: &
     for expected in [
         format!("test `{}`", t.test_name()),
         format!("traced call at {}:{call_line}", file!()),
-        "1 instruction(s) could not be traced exactly".to_owned(),
+        "1 instruction(s) and 0 system call(s) could not be traced exactly".to_owned(),
         "the trace is incomplete".to_owned(),
         "UNSUPPORTED".to_owned(),
         format!("UNSUPPORTED ×{N} at {MASKMOVQ_AT} `maskmovq"),

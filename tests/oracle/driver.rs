@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use traced_ffi::{AccessKind, Tracer};
+use traced_ffi_fixtures::forms::*;
 use traced_ffi_fixtures::{Node, avx2_available, o0, o2, preserve_state_check};
 
 /// The page size (x86-64 Linux base pages), as in the tracer's arena.
@@ -69,12 +70,25 @@ struct Case {
     glibc: &'static [&'static str],
     /// Runs AVX2 code (the C fixture or the assembly one).
     needs_avx2: bool,
-    /// The buffers hold addresses after setup, so their contents differ between runs.
-    holds_addresses: bool,
+    /// Whether the buffers' contents after the call are compared.
+    contents: Contents,
     /// Fills the buffers before the call (not traced).
     setup: fn(&[Buf]),
     /// The call, on the buffers; returns something address-free.
     call: fn(&[Buf]) -> u64,
+}
+
+/// Whether a case's buffer contents after the call can be compared between the runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    /// Compared (an FNV-1a hash of each buffer).
+    Compared,
+    /// The buffers hold addresses, which differ between runs.
+    HoldsAddresses,
+    /// The buffers hold an image of CPU state (`fxsave`, `fnstenv`), which valgrind's
+    /// synthetic CPU fills in differently (other XMM/x87 register contents, MXCSR_MASK,
+    /// FIP/FDP): the accesses are compared, not the bytes.
+    CpuState,
 }
 
 /// Bytes that differ from their neighbours and are never 0. A plain loop: the plain
@@ -115,7 +129,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("buf", 24)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: no_setup,
                 // SAFETY: buf holds 24 >= 20 bytes.
                 call: |b| done(unsafe { l::fill_bytes(b[0].ptr, 20, 0xab) }),
@@ -125,7 +139,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("buf", 24)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(24, 3)),
                 // SAFETY: buf holds 24 >= 20 bytes.
                 call: |b| unsafe { l::sum_bytes(b[0].ptr, 20) }.into(),
@@ -135,7 +149,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("words", 28)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: no_setup,
                 // SAFETY: 28 bytes hold 7 >= 6 u32s, 4-aligned (page-aligned end).
                 call: |b| done(unsafe { l::fill_u32(b[0].ptr.cast(), 6, 0x0102_0304) }),
@@ -145,7 +159,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("words", 20)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(20, 9)),
                 // SAFETY: 20 bytes hold 5 u32s, 4-aligned (page-aligned end).
                 call: |b| unsafe { l::sum_u32(b[0].ptr.cast(), 5) }.into(),
@@ -155,7 +169,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("src", 24), ("dst", 24)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(24, 40)),
                 // SAFETY: both hold 24 >= 20 bytes.
                 call: |b| done(unsafe { l::copy_bytes(b[1].ptr, b[0].ptr, 20) }),
@@ -165,7 +179,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("buf", 8)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: no_setup,
                 // SAFETY: buf[8] is the first byte of the page after buf, part of its
                 // span (see Buf): the deliberate overflow lands there.
@@ -176,7 +190,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("buf", 8)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(8, 5)),
                 // SAFETY: buf[-1] is in buf's redzone, part of its span (see Buf).
                 call: |b| unsafe { l::sum_from_minus_one(b[0].ptr, 8) }.into(),
@@ -186,7 +200,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("buf", 8)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: no_setup,
                 // SAFETY: buf holds 8 bytes.
                 call: |b| done(unsafe { l::fill_all_but_last(b[0].ptr, 8, 0xee) }),
@@ -196,7 +210,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("triple", 12)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: no_setup,
                 // SAFETY: 12 bytes, 4-aligned: one Triple.
                 call: |b| done(unsafe { l::init_triple_skip_middle(b[0].ptr.cast()) }),
@@ -206,7 +220,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("head", 16), ("tail", 16)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: true,
+                contents: Contents::HoldsAddresses,
                 setup: |b| {
                     let node = |n: Node| -> [u8; 16] {
                         let mut bytes = [0; 16];
@@ -225,7 +239,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("words", 16)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| {
                     let words: Vec<u8> = [0u32, 41, u32::MAX, 9]
                         .iter()
@@ -241,7 +255,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("src", 16), ("dst", 16)],
                 glibc: &[],
                 needs_avx2: false,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(16, 11)),
                 // SAFETY: both hold 16 bytes.
                 call: |b| done(unsafe { l::copy16_sse(b[1].ptr, b[0].ptr) }),
@@ -251,7 +265,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("src", 32), ("dst", 32)],
                 glibc: &[],
                 needs_avx2: true,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| b[0].fill(&pattern(32, 13)),
                 // SAFETY: both hold 32 bytes; AVX2 is checked before any call.
                 call: |b| done(unsafe { l::copy32_avx(b[1].ptr, b[0].ptr) }),
@@ -261,7 +275,7 @@ macro_rules! fixture_cases {
                 buffers: vec![("a", 32), ("b", 32), ("dst", 32)],
                 glibc: &[],
                 needs_avx2: true,
-                holds_addresses: false,
+                contents: Contents::Compared,
                 setup: |b| {
                     b[0].fill(&pattern(32, 17));
                     b[1].fill(&pattern(32, 19));
@@ -340,7 +354,7 @@ fn glibc_cases() -> Vec<Case> {
         buffers,
         glibc,
         needs_avx2: false,
-        holds_addresses: false,
+        contents: Contents::Compared,
         setup,
         call,
     };
@@ -535,6 +549,616 @@ fn glibc_cases() -> Vec<Case> {
     ]
 }
 
+/// A form case with no AVX2 and compared contents; adjust with `Case { .., ..form(..) }`.
+fn form(
+    name: &str,
+    buffers: Vec<(&'static str, usize)>,
+    setup: fn(&[Buf]),
+    call: fn(&[Buf]) -> u64,
+) -> Case {
+    Case {
+        name: name.to_owned(),
+        buffers,
+        glibc: &[],
+        needs_avx2: false,
+        contents: Contents::Compared,
+        setup,
+        call,
+    }
+}
+
+/// Fills the first buffer with a pattern (the source of most forms).
+fn fill_first(b: &[Buf]) {
+    b[0].fill(&pattern(b[0].len, 51));
+}
+
+/// The first buffer holds these 8 bytes (the cmpxchg operand).
+fn fill_cmpxchg(b: &[Buf]) {
+    b[0].fill(&0x8877_6655_4433_2211_u64.to_le_bytes());
+}
+
+/// `form_rep_movsb(dst, src, N)` with src = b[0], dst = b[1].
+fn rep_movsb_n<const N: usize>(b: &[Buf]) -> u64 {
+    assert!(b[0].len >= N && b[1].len >= N);
+    // SAFETY: both buffers hold at least N bytes (checked).
+    done(unsafe { form_rep_movsb(b[1].ptr, b[0].ptr, N) })
+}
+
+/// `form_rep_stosb(buf, N, 0xa5)` on b[0].
+fn rep_stosb_n<const N: usize>(b: &[Buf]) -> u64 {
+    assert!(b[0].len >= N);
+    // SAFETY: the buffer holds at least N bytes (checked).
+    done(unsafe { form_rep_stosb(b[0].ptr, N, 0xa5) })
+}
+
+/// `form_rep_lodsb(src, N)` on b[0].
+fn rep_lodsb_n<const N: usize>(b: &[Buf]) -> u64 {
+    assert!(b[0].len >= N);
+    // SAFETY: the buffer holds at least N bytes (checked).
+    unsafe { form_rep_lodsb(b[0].ptr, N) }.into()
+}
+
+/// A two-pointer form `f(dst, src)` with src = b[0], dst = b[1].
+type CopyFn = unsafe extern "C" fn(*mut u8, *const u8);
+
+/// Masks of the masked moves (untraced memory: only the data side is a buffer). The
+/// same as `tests/integration/forms_simd.rs`'s: u32 elements 1, 2 and 5 enabled (runs
+/// [4, 12) and [20, 24)), u64 elements 0, 1 and 3 ([0, 16) and [24, 32)), bytes 1..4,
+/// 9 and 12..16 for `maskmovdqu`.
+static MASK32: [u32; 8] = [0, 0x8000_0000, u32::MAX, 0x7fff_ffff, 0, 0x8000_0001, 1, 0];
+static MASK64: [u64; 4] = [1 << 63, u64::MAX, 1, 1 << 63];
+static MASK16: [u8; 16] = [
+    0, 0x80, 0xff, 0x80, 0x7f, 0, 0, 0x01, 0, 0x80, 0, 0, 0x80, 0x80, 0x80, 0x80,
+];
+/// The gather's indices and mask: elements 0, 1, 2, 4, 6 enabled, reading the u32s at
+/// 20, 4, 28, 8, 16 in that order.
+static GATHER_IDX: [i32; 8] = [5, 1, 7, 0, 2, 6, 4, 3];
+static GATHER_MASK: [u32; 8] = [u32::MAX, u32::MAX, u32::MAX, 0, u32::MAX, 0, u32::MAX, 0];
+
+/// The instruction-form corpus (`traced_ffi_fixtures::forms`, `fixtures/asm/forms.S`):
+/// every form valgrind 3.19 runs. Not here: the AVX-512 forms (valgrind has no
+/// AVX-512), and those listed in `tests/integration/oracle.rs`'s module doc with why.
+fn form_cases() -> Vec<Case> {
+    /// A copy form `f(dst, src)` between two `len`-byte buffers, src filled.
+    fn copy(name: &str, len: usize, call: fn(&[Buf]) -> u64) -> Case {
+        form(name, vec![("src", len), ("dst", len)], fill_first, call)
+    }
+    let avx2 = |case: Case| Case {
+        needs_avx2: true,
+        ..case
+    };
+    vec![
+        // ------------------------------------------------------------ strings
+        form(
+            "rep_movsb_0",
+            vec![("src", 8), ("dst", 8)],
+            fill_first,
+            rep_movsb_n::<0>,
+        ),
+        form(
+            "rep_movsb_1",
+            vec![("src", 1), ("dst", 1)],
+            fill_first,
+            rep_movsb_n::<1>,
+        ),
+        copy("rep_movsb_100", 100, rep_movsb_n::<100>),
+        copy("rep_movsb_4095", 4095, rep_movsb_n::<4095>),
+        copy("rep_movsb_backward_100", 100, |b| {
+            // SAFETY: bytes 0..100 of both buffers.
+            done(unsafe { form_rep_movsb_backward(b[1].at(99), b[0].at(99), 100) })
+        }),
+        copy("rep_movsw_100", 200, |b| {
+            // SAFETY: 100 u16 = 200 bytes each.
+            done(unsafe { form_rep_movsw(b[1].ptr, b[0].ptr, 100) })
+        }),
+        copy("rep_movsd_100", 400, |b| {
+            // SAFETY: 100 u32 = 400 bytes each.
+            done(unsafe { form_rep_movsd(b[1].ptr, b[0].ptr, 100) })
+        }),
+        copy("rep_movsq_100", 800, |b| {
+            // SAFETY: 100 u64 = 800 bytes each.
+            done(unsafe { form_rep_movsq(b[1].ptr, b[0].ptr, 100) })
+        }),
+        copy("rep_movsq_backward_100", 800, |b| {
+            // SAFETY: the 100 u64 ending at byte 800 of both buffers.
+            done(unsafe { form_rep_movsq_backward(b[1].at(792), b[0].at(792), 100) })
+        }),
+        copy("movsb", 1, |b| {
+            // SAFETY: one byte each.
+            done(unsafe { form_movsb(b[1].ptr, b[0].ptr) })
+        }),
+        form("rep_stosb_0", vec![("buf", 8)], no_setup, rep_stosb_n::<0>),
+        form("rep_stosb_1", vec![("buf", 1)], no_setup, rep_stosb_n::<1>),
+        form(
+            "rep_stosb_100",
+            vec![("buf", 100)],
+            no_setup,
+            rep_stosb_n::<100>,
+        ),
+        form(
+            "rep_stosb_4095",
+            vec![("buf", 4095)],
+            no_setup,
+            rep_stosb_n::<4095>,
+        ),
+        form("rep_stosw_100", vec![("buf", 200)], no_setup, |b| {
+            // SAFETY: 100 u16 = 200 bytes.
+            done(unsafe { form_rep_stosw(b[0].ptr, 100, 0x1234) })
+        }),
+        form("rep_stosd_100", vec![("buf", 400)], no_setup, |b| {
+            // SAFETY: 100 u32 = 400 bytes.
+            done(unsafe { form_rep_stosd(b[0].ptr, 100, 0x0102_0304) })
+        }),
+        form("rep_stosq_100", vec![("buf", 800)], no_setup, |b| {
+            // SAFETY: 100 u64 = 800 bytes.
+            done(unsafe { form_rep_stosq(b[0].ptr, 100, 0x0102_0304_0506_0708) })
+        }),
+        form(
+            "rep_stosd_backward_100",
+            vec![("buf", 400)],
+            no_setup,
+            |b| {
+                // SAFETY: the 100 u32 ending at byte 400.
+                done(unsafe { form_rep_stosd_backward(b[0].at(396), 100, 0xaabb_ccdd) })
+            },
+        ),
+        form("stosq", vec![("buf", 8)], no_setup, |b| {
+            // SAFETY: 8 bytes.
+            done(unsafe { form_stosq(b[0].ptr, 0x1122_3344_5566_7788) })
+        }),
+        form(
+            "rep_lodsb_0",
+            vec![("src", 8)],
+            fill_first,
+            rep_lodsb_n::<0>,
+        ),
+        form(
+            "rep_lodsb_100",
+            vec![("src", 100)],
+            fill_first,
+            rep_lodsb_n::<100>,
+        ),
+        form("rep_lodsq_100", vec![("src", 800)], fill_first, |b| {
+            // SAFETY: 100 u64 = 800 bytes.
+            unsafe { form_rep_lodsq(b[0].ptr, 100) }
+        }),
+        form("lodsd", vec![("src", 4)], fill_first, |b| {
+            // SAFETY: 4 bytes.
+            unsafe { form_lodsd(b[0].ptr) }.into()
+        }),
+        form(
+            "repe_cmpsb_100_differs_at_37",
+            vec![("a", 100), ("b", 100)],
+            |b| {
+                let a = pattern(100, 57);
+                let mut other = a.clone();
+                other[37] ^= 0x40;
+                b[0].fill(&a);
+                b[1].fill(&other);
+            },
+            // SAFETY: both hold 100 bytes.
+            |b| unsafe { form_repe_cmpsb(b[0].ptr, b[1].ptr, 100) } as u64,
+        ),
+        form(
+            "repe_cmpsb_100_equal",
+            vec![("a", 100), ("b", 100)],
+            |b| {
+                b[0].fill(&pattern(100, 59));
+                b[1].fill(&pattern(100, 59));
+            },
+            // SAFETY: both hold 100 bytes.
+            |b| unsafe { form_repe_cmpsb(b[0].ptr, b[1].ptr, 100) } as u64,
+        ),
+        form(
+            "repe_cmpsq_100_differs_at_37",
+            vec![("a", 800), ("b", 800)],
+            |b| {
+                let a = pattern(800, 61);
+                let mut other = a.clone();
+                other[8 * 37 + 5] ^= 0x40;
+                b[0].fill(&a);
+                b[1].fill(&other);
+            },
+            // SAFETY: both hold 100 u64.
+            |b| unsafe { form_repe_cmpsq(b[0].ptr, b[1].ptr, 100) } as u64,
+        ),
+        form(
+            "cmpsw",
+            vec![("a", 2), ("b", 2)],
+            |b| {
+                b[0].fill(&[7, 9]);
+                b[1].fill(&[7, 9]);
+            },
+            // SAFETY: both hold 2 bytes.
+            |b| unsafe { form_cmpsw(b[0].ptr, b[1].ptr) }.into(),
+        ),
+        form(
+            "repne_scasb_100_finds_70",
+            vec![("buf", 100)],
+            |b| {
+                let mut bytes = vec![b'.'; 100];
+                bytes[70] = b'!';
+                b[0].fill(&bytes);
+            },
+            // SAFETY: buf holds 100 bytes.
+            |b| unsafe { form_repne_scasb(b[0].ptr, 100, b'!') } as u64,
+        ),
+        form(
+            "repe_scasd_backward_100_differs_at_69",
+            vec![("words", 400)],
+            |b| {
+                let mut words = vec![7u32; 100];
+                words[69] = 8;
+                let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                b[0].fill(&bytes);
+            },
+            // SAFETY: the 100 u32 ending at byte 400.
+            |b| unsafe { form_repe_scasd_backward(b[0].at(396), 100, 7) } as u64,
+        ),
+        form(
+            "scasb",
+            vec![("buf", 1)],
+            |b| b[0].fill(b"!"),
+            // SAFETY: 1 byte.
+            |b| unsafe { form_scasb(b[0].ptr, b'!') }.into(),
+        ),
+        // ------------------------------------------------ two memory operands
+        form("push_mem", vec![("p", 8)], fill_first, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_push_mem(b[0].ptr) }
+        }),
+        form("pop_mem", vec![("p", 8)], no_setup, |b| {
+            // SAFETY: 8 bytes.
+            done(unsafe { form_pop_mem(b[0].ptr, 0x1122_3344_5566_7788) })
+        }),
+        Case {
+            contents: Contents::HoldsAddresses,
+            ..form("call_mem", vec![("p", 8)], fill_ret42, |b| {
+                // SAFETY: p holds a pointer to form_ret42.
+                unsafe { form_call_mem(b[0].ptr) }.into()
+            })
+        },
+        Case {
+            contents: Contents::HoldsAddresses,
+            ..form("jmp_mem", vec![("p", 8)], fill_ret42, |b| {
+                // SAFETY: p holds a pointer to form_ret42.
+                unsafe { form_jmp_mem(b[0].ptr) }.into()
+            })
+        },
+        // ------------------------------------------------------- plain moves
+        form(
+            "load_u64_across_a_page",
+            vec![("buf", 8192)],
+            fill_first,
+            |b| {
+                // SAFETY: bytes 4092..4100 of 8192 (the buffer starts on a page).
+                unsafe { form_load_u64(b[0].at(4092)) }
+            },
+        ),
+        copy("movdqu_across_a_page", 8192, |b| {
+            // SAFETY: bytes 4088..4104 of src and 4090..4106 of dst, of 8192.
+            done(unsafe { form_movdqu_copy(b[1].at(4090), b[0].at(4088)) })
+        }),
+        copy("movdqu_copy", 16, |b| {
+            // SAFETY: 16 bytes each.
+            done(unsafe { form_movdqu_copy(b[1].ptr, b[0].ptr) })
+        }),
+        // ------------------------------------------------------------ atomics
+        form("lock_cmpxchg8_stores", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg8(b[0].ptr, 0x11, 0xee) }.into()
+        }),
+        form("lock_cmpxchg8_fails", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg8(b[0].ptr, 0x10, 0xee) }.into()
+        }),
+        form("lock_cmpxchg16_stores", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg16(b[0].ptr, 0x2211, 0xabcd) }.into()
+        }),
+        form("lock_cmpxchg16_fails", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg16(b[0].ptr, 0x2210, 0xabcd) }.into()
+        }),
+        form("lock_cmpxchg32_stores", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg32(b[0].ptr, 0x4433_2211, 2) }.into()
+        }),
+        form("lock_cmpxchg32_fails", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg32(b[0].ptr, 1, 2) }.into()
+        }),
+        form("lock_cmpxchg64_stores", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg64(b[0].ptr, 0x8877_6655_4433_2211, 7) }
+        }),
+        form("lock_cmpxchg64_fails", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg64(b[0].ptr, 0x8877_6655_4433_2210, 7) }
+        }),
+        form("lock_cmpxchg8b_stores", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg8b(b[0].ptr, 0x8877_6655_4433_2211, 0xdead_beef) }
+        }),
+        form("lock_cmpxchg8b_fails", vec![("p", 8)], fill_cmpxchg, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_lock_cmpxchg8b(b[0].ptr, 8, 9) }
+        }),
+        form(
+            "lock_cmpxchg16b_stores",
+            vec![("p", 16), ("old", 16)],
+            fill_cmpxchg16b,
+            |b| {
+                // SAFETY: p is 16 bytes ending at a page end, so 16-aligned; old holds
+                // two u64 and is 8-aligned.
+                unsafe { form_lock_cmpxchg16b(b[0].ptr, 1, 2, 5, 6, b[1].ptr.cast()) }.into()
+            },
+        ),
+        form(
+            "lock_cmpxchg16b_fails",
+            vec![("p", 16), ("old", 16)],
+            fill_cmpxchg16b,
+            |b| {
+                // SAFETY: as in lock_cmpxchg16b_stores.
+                unsafe { form_lock_cmpxchg16b(b[0].ptr, 1, 3, 5, 6, b[1].ptr.cast()) }.into()
+            },
+        ),
+        form("lock_xadd32", vec![("p", 4)], fill_first, |b| {
+            // SAFETY: 4 bytes.
+            unsafe { form_lock_xadd32(b[0].ptr, 2) }.into()
+        }),
+        form("xchg64", vec![("p", 8)], fill_first, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_xchg64(b[0].ptr, 0x0100) }
+        }),
+        form("lock_add32", vec![("p", 4)], fill_first, |b| {
+            // SAFETY: 4 bytes.
+            done(unsafe { form_lock_add32(b[0].ptr, 8) })
+        }),
+        form("lock_or64_imm", vec![("p", 8)], fill_first, |b| {
+            // SAFETY: 8 bytes.
+            done(unsafe { form_lock_or64_imm(b[0].ptr) })
+        }),
+        form("lock_and16_imm", vec![("p", 2)], fill_first, |b| {
+            // SAFETY: 2 bytes.
+            done(unsafe { form_lock_and16_imm(b[0].ptr) })
+        }),
+        form("cmovnz_load_taken", vec![("p", 8)], fill_first, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_cmovnz_load(b[0].ptr, 1, 9) }
+        }),
+        form("cmovnz_load_not_taken", vec![("p", 8)], fill_first, |b| {
+            // SAFETY: 8 bytes.
+            unsafe { form_cmovnz_load(b[0].ptr, 0, 9) }
+        }),
+        form("setb_store", vec![("p", 1)], no_setup, |b| {
+            // SAFETY: 1 byte.
+            done(unsafe { form_setb_store(b[0].ptr, 1, 2) })
+        }),
+        // --------------------------------------------------------- SSE / AVX
+        copy("movd_copy", 4, |b| copy_fn(b, form_movd_copy)),
+        copy("movq_copy", 8, |b| copy_fn(b, form_movq_copy)),
+        copy("movss_copy", 4, |b| copy_fn(b, form_movss_copy)),
+        copy("movsd_copy", 8, |b| copy_fn(b, form_movsd_copy)),
+        copy("movups_copy", 16, |b| copy_fn(b, form_movups_copy)),
+        copy("movaps_copy", 16, |b| copy_fn(b, form_movaps_copy)),
+        copy("movhps_movlps_swap", 16, |b| {
+            copy_fn(b, form_movhps_movlps_swap)
+        }),
+        copy("pinsrb_pextrb", 1, |b| copy_fn(b, form_pinsrb_pextrb)),
+        avx2(copy("vmovdqu_ymm_copy", 32, |b| {
+            copy_fn(b, form_vmovdqu_ymm_copy)
+        })),
+        avx2(copy("vinserti128_vextracti128", 16, |b| {
+            copy_fn(b, form_vinserti128_vextracti128)
+        })),
+        avx2(form(
+            "vbroadcastss",
+            vec![("src", 4), ("dst", 32)],
+            fill_first,
+            |b| copy_fn(b, form_vbroadcastss),
+        )),
+        avx2(form(
+            "vpmovzxbd",
+            vec![("src", 8), ("dst", 32)],
+            fill_first,
+            |b| copy_fn(b, form_vpmovzxbd),
+        )),
+        form("movnti", vec![("dst", 8)], no_setup, |b| {
+            // SAFETY: 8 bytes.
+            done(unsafe { form_movnti(b[0].ptr, 0x0807_0605_0403_0201) })
+        }),
+        copy("movntdq", 16, |b| copy_fn(b, form_movntdq)),
+        avx2(copy("vmovntdq_ymm", 32, |b| copy_fn(b, form_vmovntdq_ymm))),
+        avx2(copy("vmaskmovps_load", 32, |b| {
+            // SAFETY: 32 bytes each, the mask 8 u32; AVX2 is checked before any call.
+            done(unsafe { form_vmaskmovps_load(b[1].ptr, b[0].ptr, MASK32.as_ptr()) })
+        })),
+        avx2(copy("vmaskmovps_store", 32, |b| {
+            // SAFETY: as for vmaskmovps_load.
+            done(unsafe { form_vmaskmovps_store(b[1].ptr, b[0].ptr, MASK32.as_ptr()) })
+        })),
+        avx2(copy("vpmaskmovd_load", 32, |b| {
+            // SAFETY: as for vmaskmovps_load.
+            done(unsafe { form_vpmaskmovd_load(b[1].ptr, b[0].ptr, MASK32.as_ptr()) })
+        })),
+        avx2(copy("vpmaskmovd_store", 32, |b| {
+            // SAFETY: as for vmaskmovps_load.
+            done(unsafe { form_vpmaskmovd_store(b[1].ptr, b[0].ptr, MASK32.as_ptr()) })
+        })),
+        avx2(copy("vpmaskmovq_load", 32, |b| {
+            // SAFETY: 32 bytes each, the mask 4 u64; AVX2 is checked before any call.
+            done(unsafe { form_vpmaskmovq_load(b[1].ptr, b[0].ptr, MASK64.as_ptr()) })
+        })),
+        avx2(copy("vpmaskmovq_store", 32, |b| {
+            // SAFETY: as for vpmaskmovq_load.
+            done(unsafe { form_vpmaskmovq_store(b[1].ptr, b[0].ptr, MASK64.as_ptr()) })
+        })),
+        copy("maskmovdqu", 16, |b| {
+            // SAFETY: 16 bytes each, the mask 16 bytes.
+            done(unsafe { form_maskmovdqu(b[1].ptr, b[0].ptr, MASK16.as_ptr()) })
+        }),
+        avx2(form(
+            "vpgatherdd",
+            vec![("base", 32), ("dst", 32)],
+            fill_first,
+            |b| {
+                // SAFETY: indices 0..8 of base's 8 u32; dst holds 32 bytes; idx and
+                // mask 8 elements each; AVX2 is checked before any call.
+                done(unsafe {
+                    form_vpgatherdd(
+                        b[1].ptr,
+                        b[0].ptr,
+                        GATHER_IDX.as_ptr(),
+                        GATHER_MASK.as_ptr(),
+                    )
+                })
+            },
+        )),
+        // ------------------------------------------------------- state saves
+        Case {
+            contents: Contents::CpuState,
+            ..form("fxsave", vec![("area", 512)], no_setup, |b| {
+                // SAFETY: 512 bytes ending at a page end, so 16-aligned.
+                done(unsafe { form_fxsave(b[0].ptr) })
+            })
+        },
+        Case {
+            contents: Contents::CpuState,
+            ..form(
+                "fxrstor",
+                vec![("area", 512)],
+                |b| {
+                    // SAFETY: as in the fxsave case; this thread's own image.
+                    unsafe { form_fxsave(b[0].ptr) }
+                },
+                |b| {
+                    // SAFETY: an image form_fxsave wrote on this thread (setup).
+                    done(unsafe { form_fxrstor(b[0].ptr) })
+                },
+            )
+        },
+        // --------------------------------------------------------------- x87
+        form(
+            "fld_fstp_f32",
+            vec![("src", 4), ("dst", 4)],
+            fill_f32,
+            |b| copy_fn(b, form_fld_fstp_f32),
+        ),
+        form(
+            "fld_fstp_f64",
+            vec![("src", 8), ("dst", 8)],
+            fill_f64,
+            |b| copy_fn(b, form_fld_fstp_f64),
+        ),
+        form(
+            "fld_fstp_f80",
+            vec![("src", 10), ("dst", 10)],
+            fill_f80,
+            |b| copy_fn(b, form_fld_fstp_f80),
+        ),
+        form(
+            "fild16_fistp64",
+            vec![("src", 2), ("dst", 8)],
+            |b| b[0].fill(&(-1234i16).to_le_bytes()),
+            |b| copy_fn(b, form_fild16_fistp64),
+        ),
+        form("fnstcw_fldcw", vec![("p", 2)], no_setup, |b| {
+            // SAFETY: 2 bytes.
+            done(unsafe { form_fnstcw_fldcw(b[0].ptr) })
+        }),
+        Case {
+            contents: Contents::CpuState,
+            ..form("fnstenv", vec![("env", 28)], no_setup, |b| {
+                // SAFETY: 28 bytes.
+                done(unsafe { form_fnstenv(b[0].ptr) })
+            })
+        },
+        // ------------------------------------------------------------- movbe
+        copy("movbe16", 2, |b| copy_fn(b, form_movbe16)),
+        copy("movbe32", 4, |b| copy_fn(b, form_movbe32)),
+        copy("movbe64", 8, |b| copy_fn(b, form_movbe64)),
+        // ---------------------------------------------------------- bit tests
+        form("bt64_bit_65", vec![("bits", 32)], fill_first, |b| {
+            // SAFETY: the u64 at 8 of 32 bytes.
+            unsafe { form_bt64(b[0].ptr, 65) }.into()
+        }),
+        form("bt64_bit_minus_63", vec![("bits", 32)], fill_first, |b| {
+            // SAFETY: the u64 at 16 - 8 = 8 of 32 bytes.
+            unsafe { form_bt64(b[0].at(16), -63) }.into()
+        }),
+        form("bts32_bit_70", vec![("bits", 32)], fill_first, |b| {
+            // SAFETY: the u32 at 8 of 32 bytes.
+            unsafe { form_bts32(b[0].ptr, 70) }.into()
+        }),
+        form("btr16_bit_minus_17", vec![("bits", 32)], fill_first, |b| {
+            // SAFETY: the u16 at 16 - 4 = 12 of 32 bytes.
+            unsafe { form_btr16(b[0].at(16), -17) }.into()
+        }),
+        form("btc64_bit_130", vec![("bits", 32)], fill_first, |b| {
+            // SAFETY: the u64 at 16 of 32 bytes.
+            unsafe { form_btc64(b[0].ptr, 130) }.into()
+        }),
+        form("bt32_imm", vec![("bits", 4)], fill_first, |b| {
+            // SAFETY: 4 bytes.
+            unsafe { form_bt32_imm(b[0].ptr) }.into()
+        }),
+        // -------------------------------------------------------------- stack
+        Case {
+            contents: Contents::HoldsAddresses,
+            ..form("stack_switch", vec![("stack", 64)], no_setup, |b| {
+                // SAFETY: the 56 bytes below the end of the 64-byte buffer; no signal
+                // is delivered to this thread during the call (the tracer's faults
+                // are handled by its supervisor).
+                unsafe { form_stack_switch(b[0].at(64), 0x5151, 0xbbbb_0000_1234) }
+            })
+        },
+        // --------------------------------------------------- cache-line hints
+        form("clflush", vec![("line", 64)], fill_first, |b| {
+            // SAFETY: the buffer is mapped.
+            done(unsafe { form_clflush(b[0].ptr) })
+        }),
+        form("prefetch", vec![("line", 64)], fill_first, |b| {
+            // SAFETY: prefetches never fault.
+            done(unsafe { form_prefetch(b[0].ptr) })
+        }),
+    ]
+}
+
+/// `f(dst, src)` with src = b[0], dst = b[1].
+fn copy_fn(b: &[Buf], f: CopyFn) -> u64 {
+    // SAFETY: every case calling this makes both buffers at least as large as f's
+    // documented accesses (and aligned as it requires: each buffer ends at a page end
+    // and its length is a multiple of the alignment); AVX2 forms are AVX2 cases.
+    done(unsafe { f(b[1].ptr, b[0].ptr) })
+}
+
+fn fill_ret42(b: &[Buf]) {
+    let f = form_ret42 as unsafe extern "C" fn() -> u32;
+    b[0].fill(&(f as usize as u64).to_le_bytes());
+}
+
+fn fill_cmpxchg16b(b: &[Buf]) {
+    b[0].fill(&[1u64.to_le_bytes(), 2u64.to_le_bytes()].concat());
+}
+
+fn fill_f32(b: &[Buf]) {
+    b[0].fill(&1.5f32.to_le_bytes());
+}
+
+fn fill_f64(b: &[Buf]) {
+    b[0].fill(&(-2.25f64).to_le_bytes());
+}
+
+/// 1.0 as an 80-bit extended: mantissa 1 << 63, exponent 0x3fff.
+fn fill_f80(b: &[Buf]) {
+    let mut t = [0u8; 10];
+    t[7] = 0x80;
+    t[8] = 0xff;
+    t[9] = 0x3f;
+    b[0].fill(&t);
+}
+
 fn cases() -> Vec<Case> {
     let mut all = fixture_cases!(o0);
     all.extend(fixture_cases!(o2));
@@ -543,12 +1167,13 @@ fn cases() -> Vec<Case> {
         buffers: vec![("buf", 64)],
         glibc: &[],
         needs_avx2: true,
-        holds_addresses: false,
+        contents: Contents::Compared,
         setup: |b| b[0].fill(&pattern(64, 33)),
         // SAFETY: buf holds 64 bytes; AVX2 is checked before any call.
         call: |b| unsafe { preserve_state_check(b[0].ptr, 64) },
     });
     all.extend(glibc_cases());
+    all.extend(form_cases());
     all
 }
 
@@ -643,9 +1268,16 @@ fn contents(case: &Case, bufs: &[Buf]) -> String {
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut out = String::new();
     for ((name, _), buf) in case.buffers.iter().zip(bufs) {
-        if case.holds_addresses {
-            let _ = writeln!(out, "contents {name} (holds-addresses)");
-            continue;
+        match case.contents {
+            Contents::Compared => {}
+            Contents::HoldsAddresses => {
+                let _ = writeln!(out, "contents {name} (holds-addresses)");
+                continue;
+            }
+            Contents::CpuState => {
+                let _ = writeln!(out, "contents {name} (cpu-state-image)");
+                continue;
+            }
         }
         let bytes = buf.bytes();
         let mut hash = FNV_OFFSET;
