@@ -13,6 +13,7 @@
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use crate::error::AllocError;
 use crate::event::{RegionDesc, RegionId, RegionKind};
@@ -28,6 +29,115 @@ pub const fn page_ceil(n: usize) -> usize {
 /// Rounds `n` down to a multiple of the page size.
 pub const fn page_floor(n: u64) -> u64 {
     n - n % PAGE_SIZE as u64
+}
+
+/// log2 of the size of the address range reserved for buffers (64 GiB).
+pub(crate) const RESERVATION_SHIFT: u32 = 36;
+const RESERVATION_SIZE: u64 = 1 << RESERVATION_SHIFT;
+
+/// The address range every buffer of a traced process is carved from:
+/// reserved (`PROT_NONE`, no memory committed) before the fork and aligned
+/// to its size, so that the seccomp filter can tell an argument that points
+/// at a buffer from its upper bits alone (see `seccomp.rs`).
+struct Reservation {
+    start: u64,
+    /// First never-used byte.
+    next: u64,
+    /// Returned spans `(start, len)`, reused first-fit.
+    free: Vec<(u64, u64)>,
+}
+
+static RESERVATION: Mutex<Option<Reservation>> = Mutex::new(None);
+
+fn reservation() -> std::sync::MutexGuard<'static, Option<Reservation>> {
+    RESERVATION.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reserves the buffer range; returns its start. Done once, before the fork.
+pub(crate) fn reserve() -> io::Result<u64> {
+    let len = 2 * RESERVATION_SIZE as usize;
+    // SAFETY: an anonymous private PROT_NONE mapping at an address of the
+    // kernel's choosing; nothing is committed (MAP_NORESERVE).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let lo = p as u64;
+    let start = lo.next_multiple_of(RESERVATION_SIZE);
+    let end = start + RESERVATION_SIZE;
+    // SAFETY: both trimmed parts lie inside the mapping just made, which
+    // nothing else uses.
+    unsafe {
+        if start > lo {
+            libc::munmap(p, (start - lo) as usize);
+        }
+        if lo + len as u64 > end {
+            libc::munmap(end as *mut libc::c_void, (lo + len as u64 - end) as usize);
+        }
+    }
+    *reservation() = Some(Reservation {
+        start,
+        next: start,
+        free: Vec::new(),
+    });
+    Ok(start)
+}
+
+/// A free span of `len` bytes in the reservation, if there is one.
+fn take(len: u64) -> Option<u64> {
+    let mut guard = reservation();
+    let r = guard.as_mut()?;
+    if let Some(i) = r.free.iter().position(|&(_, l)| l >= len) {
+        let (s, l) = r.free[i];
+        if l == len {
+            r.free.swap_remove(i);
+        } else {
+            r.free[i] = (s + len, l - len);
+        }
+        return Some(s);
+    }
+    if r.next + len > r.start + RESERVATION_SIZE {
+        return None;
+    }
+    let s = r.next;
+    r.next += len;
+    Some(s)
+}
+
+/// Returns a span to the reservation; true if it was part of it.
+fn give_back(start: u64, len: u64) -> bool {
+    let mut guard = reservation();
+    let Some(r) = guard.as_mut() else {
+        return false;
+    };
+    if start < r.start || start + len > r.start + RESERVATION_SIZE {
+        return false;
+    }
+    // SAFETY: the span is ours (it was taken from the reservation by `new`)
+    // and nothing references it any more: it becomes a reserved hole again.
+    let p = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            len as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        r.free.push((start, len));
+    }
+    true
 }
 
 /// One guarded mapping holding one buffer. Unmapped on drop.
@@ -55,13 +165,19 @@ impl GuardedMapping {
         };
         let data_len = page_ceil(len.max(1));
         let span_len = data_len + 2 * PAGE_SIZE;
-        // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
+        let (hint, fixed) = match take(span_len as u64) {
+            Some(addr) => (addr as *mut libc::c_void, libc::MAP_FIXED),
+            None => (std::ptr::null_mut(), 0),
+        };
+        // SAFETY: an anonymous private mapping, either at an address of the
+        // kernel's choosing or over a free span of the reservation that this
+        // process owns and nothing references.
         let base = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                hint,
                 span_len,
                 libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
                 -1,
                 0,
             )
@@ -76,8 +192,10 @@ impl GuardedMapping {
         if unsafe { libc::mprotect(data.cast(), data_len, libc::PROT_READ | libc::PROT_WRITE) } != 0
         {
             let e = io::Error::last_os_error();
-            // SAFETY: unmapping the mapping made above, which nothing references.
-            unsafe { libc::munmap(base.cast(), span_len) };
+            if !give_back(base as u64, span_len as u64) {
+                // SAFETY: unmapping the mapping made above, which nothing references.
+                unsafe { libc::munmap(base.cast(), span_len) };
+            }
             return Err(err(e));
         }
         // SAFETY: data + data_len - len is within the data pages.
@@ -132,6 +250,9 @@ impl GuardedMapping {
 
 impl Drop for GuardedMapping {
     fn drop(&mut self) {
+        if give_back(self.base.as_ptr() as u64, self.span_len as u64) {
+            return;
+        }
         // SAFETY: the mapping was made by `new` and is unmapped only here.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.span_len) };
     }

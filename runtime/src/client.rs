@@ -208,13 +208,39 @@ pub(crate) fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
 }
 
 pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {
-    // SAFETY: the ranges come from regions the test registered: arena
-    // mappings it owns, or memory the caller of `track` vouched for.
-    let ret = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot) };
+    let stub = crate::launch::STUB_BASE.load(std::sync::atomic::Ordering::Relaxed);
+    if stub == 0 {
+        // SAFETY: the ranges come from regions the test registered: arena
+        // mappings it owns, or memory the caller of `track` vouched for.
+        let ret = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot) };
+        return if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    let gadget = stub + crate::stub::CLIENT_GADGET_OFFSET;
+    let ret: i64;
+    // SAFETY: the gadget is `syscall; ret` in the stub page mapped by
+    // `launch`; it runs mprotect on ranges from regions the test registered
+    // (as above) and returns here. `syscall` clobbers rcx and r11; the call
+    // uses the stack, which the asm block is allowed to (no `nostack`).
+    unsafe {
+        std::arch::asm!(
+            "call {gadget}",
+            gadget = in(reg) gadget,
+            inlateout("rax") libc::SYS_mprotect => ret,
+            in("rdi") start,
+            in("rsi") len,
+            in("rdx") prot as i64,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
     if ret == 0 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err(io::Error::from_raw_os_error(-ret as i32))
     }
 }
 

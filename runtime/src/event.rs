@@ -208,6 +208,9 @@ pub struct Stats {
     pub step_path: u64,
     /// Instruction decodes served from the per-call cache.
     pub decode_cache_hits: u64,
+    /// System calls on protected pages run with their pages open (from the
+    /// stub, two stops each).
+    pub syscalls: u64,
 }
 
 /// The ordered accesses of one traced call, with the regions they refer to.
@@ -396,7 +399,10 @@ impl fmt::Display for Trace {
                     a.len.to_string(),
                     hex_bytes(&a.bytes, a.len),
                     crate::symbols::describe_ip(a.ip),
-                    a.insn.clone(),
+                    match &a.syscall {
+                        Some(name) => format!("{} {name} (by the kernel)", a.insn),
+                        None => a.insn.clone(),
+                    },
                 ]
             })
             .collect();

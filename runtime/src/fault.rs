@@ -27,6 +27,23 @@ use crate::stub;
 use crate::supervisor::{Supervisor, report};
 use crate::xstate::XState;
 
+/// Who made an access: an instruction, or the kernel in a system call.
+pub(crate) struct Origin<'a> {
+    pub(crate) ip: u64,
+    pub(crate) insn: &'a str,
+    pub(crate) syscall: Option<&'static str>,
+}
+
+impl<'a> Origin<'a> {
+    fn insn(decoded: &'a Decoded) -> Self {
+        Origin {
+            ip: decoded.insn.ip(),
+            insn: &decoded.text,
+            syscall: None,
+        }
+    }
+}
+
 /// How a thread waited on by `wait_trap` was set running.
 #[derive(Clone, Copy)]
 enum Resume {
@@ -87,8 +104,9 @@ impl Supervisor {
                 .kinds
                 .contains(&AccessKind::Read)
                 .then(|| self.read_operand(op));
+            let origin = Origin::insn(&decoded);
             for &kind in op.kinds {
-                self.record(tid, &decoded, regs.rip, op, kind, read.as_deref());
+                self.record(tid, &origin, op, kind, read.as_deref());
             }
             before.push(read);
         }
@@ -180,7 +198,7 @@ impl Supervisor {
 
     /// The protected pages the address ranges `reach` touch, merged into
     /// ranges.
-    fn pages_to_open(&self, reach: &[(u64, u64)]) -> Ranges {
+    pub(crate) fn pages_to_open(&self, reach: &[(u64, u64)]) -> Ranges {
         let Some(call) = &self.call else {
             return Vec::new();
         };
@@ -219,11 +237,10 @@ impl Supervisor {
 
     /// Records `kind` access(es) of one operand: one per region it touches.
     /// `read` holds the operand's bytes for a read.
-    fn record(
+    pub(crate) fn record(
         &mut self,
         tid: pid_t,
-        decoded: &Decoded,
-        ip: u64,
+        origin: &Origin<'_>,
         op: &Operand,
         kind: AccessKind,
         read: Option<&[u8]>,
@@ -265,9 +282,9 @@ impl Supervisor {
                 len: len as usize,
                 bytes,
                 tid,
-                ip,
-                insn: decoded.text.clone(),
-                syscall: None,
+                ip: origin.ip,
+                insn: origin.insn.to_owned(),
+                syscall: origin.syscall.map(str::to_owned),
             });
         }
     }
@@ -365,7 +382,7 @@ impl Supervisor {
 
     /// Writes the stub for this fault (unless it is already there) and points
     /// the thread at it. Returns false, having delivered SIGSEGV, if it cannot.
-    fn enter_stub(&mut self, tid: pid_t, code: Vec<u8>) -> bool {
+    pub(crate) fn enter_stub(&mut self, tid: pid_t, code: Vec<u8>) -> bool {
         if code != self.last_stub {
             if let Err(e) = self.mem.write_at(&code, self.stub_base + stub::CODE_OFFSET) {
                 report(format_args!("cannot write the stub into thread {tid}: {e}"));
@@ -452,10 +469,10 @@ impl Supervisor {
         after: After,
         regs: &user_regs_struct,
     ) {
-        let ip = decoded.insn.ip();
+        let origin = Origin::insn(decoded);
         for op in after.operands(regs) {
             for &kind in op.kinds {
-                self.record(tid, decoded, ip, &op, kind, None);
+                self.record(tid, &origin, &op, kind, None);
             }
         }
         self.read_back_writes();

@@ -53,8 +53,22 @@ fn map_stub_area() -> io::Result<u64> {
             gadget.len(),
         )
     };
+    let client_gadget = stub::CLIENT_GADGET;
+    // SAFETY: as above; the client gadget fits at CLIENT_GADGET_OFFSET,
+    // after the first gadget and before the stub code.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            client_gadget.as_ptr(),
+            p.cast::<u8>().add(stub::CLIENT_GADGET_OFFSET as usize),
+            client_gadget.len(),
+        )
+    };
+    STUB_BASE.store(p as u64, std::sync::atomic::Ordering::Relaxed);
     Ok(p as u64)
 }
+
+/// The stub page's address in this process (0 before `launch`).
+pub(crate) static STUB_BASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Forks the supervisor and returns in the child (the traced test process).
 ///
@@ -72,6 +86,9 @@ pub fn launch() -> Result<Launched, LaunchError> {
         return Err(LaunchError::ThreadsRunning { count });
     }
     let stub_base = map_stub_area().map_err(setup("map the stub page"))?;
+    // Without the reservation, buffers go anywhere and system calls on them
+    // fail with EFAULT during calls, as they would without the filter.
+    let reserved = crate::arena::reserve().ok();
     let (parent_end, child_end) =
         UnixStream::pair().map_err(setup("create the supervisor socket"))?;
     // SAFETY: getpid has no preconditions.
@@ -84,13 +101,18 @@ pub fn launch() -> Result<Launched, LaunchError> {
     }
     if pid == 0 {
         drop(parent_end);
-        return child_side(child_end, parent_pid);
+        return child_side(child_end, parent_pid, reserved, stub_base);
     }
     drop(child_end);
     supervisor::supervise(pid, parent_end, stub_base)
 }
 
-fn child_side(mut sock: UnixStream, parent_pid: libc::pid_t) -> Result<Launched, LaunchError> {
+fn child_side(
+    mut sock: UnixStream,
+    parent_pid: libc::pid_t,
+    reserved: Option<u64>,
+    stub_base: u64,
+) -> Result<Launched, LaunchError> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     // SAFETY: getppid has no preconditions.
@@ -104,6 +126,17 @@ fn child_side(mut sock: UnixStream, parent_pid: libc::pid_t) -> Result<Launched,
         protocol::read_frame(&mut sock).map_err(setup("receive the supervisor's handshake"))?;
     Ok(match handshake {
         Handshake::Traced { cpu } => {
+            // The supervisor has seized us with PTRACE_O_TRACESECCOMP: the
+            // filter's RET_TRACE now reaches it (without a tracer it would
+            // make those system calls fail with ENOSYS).
+            if let Some(reserved) = reserved
+                && let Err(e) = crate::seccomp::install(reserved, stub_base)
+            {
+                eprintln!(
+                    "traced-ffi: cannot install the seccomp filter ({e}); system calls on \
+                     buffers during traced calls will fail with EFAULT"
+                );
+            }
             client::install(State::Traced(Client::new(sock, cpu)));
             Launched::Traced
         }

@@ -14,12 +14,15 @@ mod emulate;
 mod error;
 mod event;
 mod fault;
+mod kernel;
 mod launch;
 mod protocol;
 mod ptrace;
+mod seccomp;
 mod stub;
 mod supervisor;
 mod symbols;
+mod syscalls;
 mod xstate;
 
 pub use arena::{GuardedMapping, PAGE_SIZE, page_ceil, page_floor, page_protection};

@@ -32,6 +32,12 @@ const SAVE_OFFSET: u64 = 0;
 pub(crate) const GADGET_OFFSET: u64 = 0x40;
 /// The gadget's bytes: `syscall` (0F 05), `int3` (CC).
 pub(crate) const GADGET: [u8; 3] = [0x0f, 0x05, 0xcc];
+/// Offset of the `syscall; ret` gadget the test process calls for its own
+/// `mprotect`s of buffers: the seccomp filter lets system calls made from
+/// the stub page through without a stop.
+pub(crate) const CLIENT_GADGET_OFFSET: u64 = 0x48;
+/// That gadget's bytes: `syscall` (0F 05), `ret` (C3).
+pub(crate) const CLIENT_GADGET: [u8; 3] = [0x0f, 0x05, 0xc3];
 /// Offset of the per-fault stub code.
 pub(crate) const CODE_OFFSET: u64 = 0x80;
 /// At most this many page ranges are opened for one instruction (each costs

@@ -35,6 +35,8 @@ pub(crate) struct Call {
     pub(crate) unsupported: Vec<Unsupported>,
     pub(crate) notes: Vec<Note>,
     pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
+    /// A system call of the calling thread running in the stub.
+    pub(crate) in_kernel: Option<crate::kernel::InKernel>,
     /// Writes whose bytes are read back at the thread's next stop:
     /// `(index into accesses, address, bytes to read)`.
     pub(crate) pending: Vec<(usize, u64, usize)>,
@@ -64,8 +66,10 @@ pub(crate) struct Supervisor {
 }
 
 /// `PTRACE_O_*` options for the seize.
-const SEIZE_OPTIONS: c_int =
-    libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE;
+const SEIZE_OPTIONS: c_int = libc::PTRACE_O_EXITKILL
+    | libc::PTRACE_O_TRACESYSGOOD
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACESECCOMP;
 
 /// Seizes `child` and supervises it until it exits; never returns.
 pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> ! {
@@ -215,6 +219,8 @@ impl Supervisor {
                         );
                     if is_group_stop {
                         self.ok(tid, |pt| pt.listen(tid));
+                    } else if event == libc::PTRACE_EVENT_SECCOMP {
+                        self.on_seccomp(tid);
                     } else {
                         self.resume(tid, 0);
                     }
@@ -246,6 +252,7 @@ impl Supervisor {
         match signal {
             libc::SIGSTOP if self.is_doorbell(tid) => self.on_request(tid),
             libc::SIGSEGV => self.on_segv(tid),
+            libc::SIGTRAP if self.finish_syscall(tid) => {}
             libc::SIGTRAP if crate::stub::is_in_code(self.stub_base, self.rip(tid)) => {
                 report(format_args!(
                     "mprotect inside the stub failed for thread {tid}; delivering SIGSEGV"
@@ -338,6 +345,7 @@ impl Supervisor {
             unsupported: Vec::new(),
             notes: Vec::new(),
             unknown_syscalls: Vec::new(),
+            in_kernel: None,
             pending: Vec::new(),
             cache: HashMap::new(),
             stats: Stats {

@@ -1,0 +1,181 @@
+//! The seccomp filter that sends the supervisor exactly the system calls that
+//! may touch a buffer, and lets every other one run at full speed.
+//!
+//! The kernel's own accesses to user memory do not fault on `PROT_NONE`
+//! pages: they fail with `EFAULT`. So a system call that points into a
+//! protected buffer during a call must run with those pages open, and the
+//! trace must record what it read and wrote. Stopping at every system call
+//! (`PTRACE_SYSCALL`) costs several microseconds each; instead the test
+//! process installs, right after the handshake, a classic-BPF filter that
+//! returns `SECCOMP_RET_TRACE` only when one of the six arguments lies in the
+//! address range reserved for buffers (`arena::reserve`, aligned to its size
+//! so the test is a mask and a compare of the argument's upper half), and
+//! `SECCOMP_RET_ALLOW` otherwise. System calls made from the stub page (the
+//! supervisor's own `mprotect`s and the re-issued call) are always allowed.
+//!
+//! A filter cannot be removed and is inherited by children and across
+//! `exec`: a child process gets `ENOSYS` for a system call that passes an
+//! address in the reserved range (no tracer is notified for it), which a
+//! program that did not get the address from us does not do.
+
+use std::io;
+
+use crate::arena::RESERVATION_SHIFT;
+
+/// `AUDIT_ARCH_X86_64` (linux/audit.h).
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// Offsets in `struct seccomp_data`.
+const OFF_ARCH: u32 = 4;
+const OFF_IP_LO: u32 = 8;
+const OFF_IP_HI: u32 = 12;
+const OFF_ARGS: u32 = 16;
+
+// Classic BPF opcodes (linux/bpf_common.h).
+const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+const BPF_JEQ_K: u16 = 0x05 | 0x10;
+const BPF_AND_K: u16 = 0x04 | 0x50;
+const BPF_RET_K: u16 = 0x06;
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The filter program for buffers in `[reserved, reserved + 2^RESERVATION_SHIFT)`
+/// and the stub page at `stub` (page-aligned).
+pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const TRACE: u32 = libc::SECCOMP_RET_TRACE;
+    let hi_mask = !((1u32 << (RESERVATION_SHIFT - 32)) - 1);
+    let reserved_hi = (reserved >> 32) as u32 & hi_mask;
+    let mut p = vec![
+        stmt(BPF_LD_W_ABS, OFF_ARCH),
+        // Not x86-64: allow (the last instruction).
+        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 0),
+        stmt(BPF_LD_W_ABS, OFF_IP_HI),
+        jump(BPF_JEQ_K, (stub >> 32) as u32, 0, 3),
+        stmt(BPF_LD_W_ABS, OFF_IP_LO),
+        stmt(BPF_AND_K, 0xffff_f000),
+        // From the stub page: allow.
+        jump(BPF_JEQ_K, stub as u32 & 0xffff_f000, 0, 0),
+    ];
+    for arg in 0..6 {
+        p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8 * arg + 4));
+        p.push(stmt(BPF_AND_K, hi_mask));
+        // In the reserved range: trace.
+        p.push(jump(BPF_JEQ_K, reserved_hi, 0, 0));
+    }
+    let allow_at = p.len();
+    p.push(stmt(BPF_RET_K, ALLOW));
+    let trace_at = p.len();
+    p.push(stmt(BPF_RET_K, TRACE));
+    // Resolve the forward jumps (offsets count from the next instruction).
+    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    p[1].jf = to(1, allow_at);
+    p[6].jt = to(6, allow_at);
+    for arg in 0..6 {
+        let at = 7 + 3 * arg + 2;
+        p[at].jt = to(at, trace_at);
+    }
+    p
+}
+
+/// Installs the filter in this (single-threaded) process.
+pub(crate) fn install(reserved: u64, stub: u64) -> io::Result<()> {
+    let mut prog = program(reserved, stub);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fprog` points at `prog`, which lives until the call returns
+    // (the kernel copies the program).
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic-BPF interpreter for the instructions the program uses.
+    fn run(p: &[libc::sock_filter], data: &[u32; 16]) -> u32 {
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            match i.code {
+                BPF_LD_W_ABS => a = data[i.k as usize / 4],
+                BPF_AND_K => a &= i.k,
+                BPF_JEQ_K => {
+                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
+                }
+                BPF_RET_K => return i.k,
+                other => panic!("opcode {other:#x} not expected"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn data(ip: u64, args: [u64; 6]) -> [u32; 16] {
+        let mut d = [0u32; 16];
+        d[1] = AUDIT_ARCH_X86_64;
+        d[2] = ip as u32;
+        d[3] = (ip >> 32) as u32;
+        for (i, a) in args.iter().enumerate() {
+            d[4 + 2 * i] = *a as u32;
+            d[5 + 2 * i] = (*a >> 32) as u32;
+        }
+        d
+    }
+
+    const RESERVED: u64 = 0x7f30_0000_0000;
+    const STUB: u64 = 0x7f55_1234_5000;
+
+    #[test]
+    fn a_pointer_into_the_reserved_range_in_any_argument_is_traced() {
+        let p = program(RESERVED, STUB);
+        for arg in 0..6 {
+            let mut args = [3, 0x5555_0000_1000, 64, 0, 0, 0];
+            args[arg] = RESERVED + 0xf_ffff_fff0;
+            assert_eq!(
+                run(&p, &data(0x7f00_0000_1000, args)),
+                libc::SECCOMP_RET_TRACE
+            );
+        }
+    }
+
+    #[test]
+    fn other_arguments_and_calls_from_the_stub_page_are_allowed() {
+        let p = program(RESERVED, STUB);
+        let untracked = [3, RESERVED - 1, RESERVED + (1 << 36), 0, u64::MAX, 7];
+        assert_eq!(
+            run(&p, &data(0x7f00_0000_1000, untracked)),
+            libc::SECCOMP_RET_ALLOW
+        );
+        let tracked = [3, RESERVED + 64, 64, 0, 0, 0];
+        assert_eq!(
+            run(&p, &data(STUB + 0x123, tracked)),
+            libc::SECCOMP_RET_ALLOW
+        );
+    }
+}
