@@ -30,10 +30,11 @@ const OFF_IP_LO: u32 = 8;
 const OFF_IP_HI: u32 = 12;
 const OFF_ARGS: u32 = 16;
 
-// Classic BPF opcodes (linux/bpf_common.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_JEQ_K: u16 = 0x05 | 0x10;
-const BPF_AND_K: u16 = 0x04 | 0x50;
+// Classic BPF opcodes (linux/bpf_common.h): BPF_LD|BPF_W|BPF_ABS,
+// BPF_JMP|BPF_JEQ|BPF_K, BPF_ALU|BPF_AND|BPF_K, BPF_RET|BPF_K.
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
