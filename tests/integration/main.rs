@@ -30,6 +30,7 @@ mod scalar;
 mod simd;
 mod state;
 mod structs;
+mod syscalls;
 mod unavailable;
 mod unsupported;
 
