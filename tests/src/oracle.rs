@@ -417,17 +417,50 @@ pub enum Compare {
     Sets,
 }
 
+/// A known, understood difference between the byte sets of the two sides: exactly
+/// these bytes of one buffer are read (or written) only by the traced side, or only
+/// under lackey. A case with one must be [`Compare::Sets`] and must show exactly this
+/// difference (anything else, or none at all, is a failure), so it documents a precise
+/// exception without loosening the comparison of anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The buffer's name.
+    pub buffer: &'static str,
+    /// `"read"` or `"written"`.
+    pub what: &'static str,
+    /// Byte offsets (half-open) only the tracer reports.
+    pub only_traced: (i64, i64),
+    /// Byte offsets (half-open ranges) only lackey reports.
+    pub only_lackey: &'static [(i64, i64)],
+    /// Why the two differ.
+    pub why: &'static str,
+}
+
+impl Known {
+    fn matches(&self, only_traced: &BTreeSet<i64>, only_lackey: &BTreeSet<i64>) -> bool {
+        let t: BTreeSet<i64> = (self.only_traced.0..self.only_traced.1).collect();
+        let p: BTreeSet<i64> = self.only_lackey.iter().flat_map(|&(a, b)| a..b).collect();
+        *only_traced == t && *only_lackey == p
+    }
+}
+
 /// Compares a traced run with a plain run plus its lackey log. `result_differs` names
 /// why the call's result is expected to differ under valgrind (then it is not
-/// compared). `Ok` carries a short summary; `Err` a report with both sides and the
-/// differences.
+/// compared); `known` lists the byte-set differences the case is expected to show
+/// exactly (see [`Known`]). `Ok` carries a short summary; `Err` a report with both
+/// sides and the differences.
 pub fn compare(
     traced: &Run,
     plain: &Run,
     lackey_log: &str,
     how: Compare,
     result_differs: Option<&str>,
+    known: &[Known],
 ) -> Result<String, String> {
+    if !known.is_empty() && how == Compare::Sequence {
+        return Err("a case with known byte-set differences must be Compare::Sets".into());
+    }
+    let mut seen_known = vec![false; known.len()];
     let mut problems = Vec::new();
     let mut report = String::new();
     if traced.impls != plain.impls {
@@ -494,15 +527,48 @@ pub fn compare(
                 ranges(t),
                 ranges(p)
             );
+            let expected = known
+                .iter()
+                .position(|k| k.buffer == name.as_str() && k.what == what);
+            if let Some(k) = expected {
+                seen_known[k] = true;
+            }
             if t != p {
                 let only_t: BTreeSet<i64> = t.difference(p).copied().collect();
                 let only_p: BTreeSet<i64> = p.difference(t).copied().collect();
+                if let Some(k) = expected.map(|k| &known[k])
+                    && k.matches(&only_t, &only_p)
+                {
+                    let _ = writeln!(
+                        report,
+                        "     known difference, {name} {what}: only traced {}, only \
+                         lackey {}: {}",
+                        ranges(&only_t),
+                        ranges(&only_p),
+                        k.why
+                    );
+                    continue;
+                }
                 problems.push(format!(
                     "{name} {what}: only traced {}, only lackey {}",
                     ranges(&only_t),
                     ranges(&only_p)
                 ));
+            } else if let Some(k) = expected {
+                problems.push(format!(
+                    "the known difference in {name} {what} did not occur (both sides \
+                     agree): {}",
+                    known[k].why
+                ));
             }
+        }
+    }
+    for (k, seen) in known.iter().zip(seen_known) {
+        if !seen {
+            problems.push(format!(
+                "a known difference names buffer `{}` ({}), which the case lacks",
+                k.buffer, k.what
+            ));
         }
     }
     if how == Compare::Sequence && t_events != p_events {
@@ -618,11 +684,12 @@ mod tests {
     #[test]
     fn compare_accepts_agreeing_runs_and_rejects_any_difference() {
         let (traced, plain, log) = agreeing_pair();
-        compare(&traced, &plain, log, Compare::Sequence, None).expect("the runs agree");
+        compare(&traced, &plain, log, Compare::Sequence, None, &[]).expect("the runs agree");
 
         // One byte more read by lackey: the byte sets differ.
         let wider = log.replace(" M 00002ff8,4", " M 00002ff8,4\n L 00002ff7,1");
-        let err = compare(&traced, &plain, &wider, Compare::Sets, None).expect_err("extra byte");
+        let err =
+            compare(&traced, &plain, &wider, Compare::Sets, None, &[]).expect_err("extra byte");
         assert!(
             err.contains("buf read: only traced [(none)], only lackey [-1..0]"),
             "{err}"
@@ -631,22 +698,23 @@ mod tests {
         // Same bytes, other order: only a sequence comparison notices.
         let mut swapped = traced.clone();
         swapped.accesses.swap(0, 1);
-        compare(&swapped, &plain, log, Compare::Sets, None).expect("same byte sets");
-        let err = compare(&swapped, &plain, log, Compare::Sequence, None).expect_err("order");
+        compare(&swapped, &plain, log, Compare::Sets, None, &[]).expect("same byte sets");
+        let err = compare(&swapped, &plain, log, Compare::Sequence, None, &[]).expect_err("order");
         assert!(err.contains("first at #0"), "{err}");
 
         // A different result, unless the case says why it differs.
         let mut other = traced.clone();
         other.result = Some(8);
-        assert!(compare(&other, &plain, log, Compare::Sets, None).is_err());
-        compare(&other, &plain, log, Compare::Sets, Some("known")).expect("result skipped");
+        assert!(compare(&other, &plain, log, Compare::Sets, None, &[]).is_err());
+        compare(&other, &plain, log, Compare::Sets, Some("known"), &[]).expect("result skipped");
 
         // Unsupported instructions make the trace incomplete.
         let mut incomplete = traced.clone();
         incomplete
             .unsupported
             .push("1 1 rep movsb | not yet".to_owned());
-        let err = compare(&incomplete, &plain, log, Compare::Sets, None).expect_err("incomplete");
+        let err =
+            compare(&incomplete, &plain, log, Compare::Sets, None, &[]).expect_err("incomplete");
         assert!(err.contains("the trace is incomplete"), "{err}");
 
         // Different glibc variants.
@@ -654,8 +722,31 @@ mod tests {
         variant
             .impls
             .insert("memcpy".into(), "libc.so.6+0x1".into());
-        let err = compare(&variant, &plain, log, Compare::Sets, None).expect_err("variant");
+        let err = compare(&variant, &plain, log, Compare::Sets, None, &[]).expect_err("variant");
         assert!(err.contains("GLIBC_TUNABLES"), "{err}");
+    }
+
+    #[test]
+    fn a_known_difference_must_occur_exactly() {
+        let (traced, plain, log) = agreeing_pair();
+        let wider = log.replace(" M 00002ff8,4", " M 00002ff8,4\n L 00002ff7,1");
+        let known = [Known {
+            buffer: "buf",
+            what: "read",
+            only_traced: (0, 0),
+            only_lackey: &[(-1, 0)],
+            why: "lackey reads one byte more",
+        }];
+        compare(&traced, &plain, &wider, Compare::Sets, None, &known).expect("known");
+        let err = compare(&traced, &plain, log, Compare::Sets, None, &known).expect_err("none");
+        assert!(err.contains("did not occur"), "{err}");
+        let wider2 = log.replace(" M 00002ff8,4", " M 00002ff8,4\n L 00002ff6,2");
+        let err = compare(&traced, &plain, &wider2, Compare::Sets, None, &known)
+            .expect_err("another difference");
+        assert!(err.contains("only lackey [-2..0]"), "{err}");
+        let err = compare(&traced, &plain, &wider, Compare::Sequence, None, &known)
+            .expect_err("known needs Sets");
+        assert!(err.contains("must be Compare::Sets"), "{err}");
     }
 
     #[test]
