@@ -232,6 +232,96 @@ fn main() {
             },
         ));
     }
+    {
+        // System calls that touch no buffer: the seccomp filter lets them run.
+        const N: usize = 10_000;
+        // SAFETY: opening /dev/null for writing has no preconditions.
+        let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) };
+        let untracked = [7u8; 64];
+        let getppid_loop = || {
+            for _ in 0..N {
+                // SAFETY: getppid has no preconditions.
+                std::hint::black_box(unsafe { libc::getppid() });
+            }
+        };
+        let write_loop = || {
+            for _ in 0..N {
+                // SAFETY: `untracked` holds 64 bytes; devnull is open.
+                std::hint::black_box(unsafe {
+                    libc::write(devnull, untracked.as_ptr().cast(), 64)
+                });
+            }
+        };
+        let _buf = t.buffer("registered", 64);
+        for (what, f) in [
+            (
+                "getppid() inside a traced call, minus untraced",
+                &getppid_loop as &dyn Fn(),
+            ),
+            (
+                "write(/dev/null, untracked, 64) inside a traced call, minus untraced",
+                &write_loop,
+            ),
+        ] {
+            let untraced = median(
+                (0..RUNS)
+                    .map(|_| {
+                        let start = Instant::now();
+                        f();
+                        start.elapsed().as_secs_f64() * 1e6 / N as f64
+                    })
+                    .collect(),
+            );
+            let mut row = measure(what, "syscall", || {
+                let start = Instant::now();
+                let ((), trace) = t.call(f);
+                (start.elapsed(), trace, N)
+            });
+            row.us -= untraced;
+            rows.push(row);
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(devnull) };
+    }
+    {
+        // A traced read of 64 KiB from a file into a buffer: one Access.
+        const N: usize = 64 << 10;
+        let path = std::env::temp_dir().join(format!("traced-ffi-bench-{}", std::process::id()));
+        if std::fs::write(&path, vec![5u8; N]).is_ok()
+            && let Ok(file) = std::fs::File::open(&path)
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            let mut buf = t.buffer("buf", N);
+            let pread = std::hint::black_box(libc::pread);
+            let untraced = {
+                let mut plain = vec![0u8; N];
+                median(
+                    (0..RUNS)
+                        .map(|_| {
+                            let start = Instant::now();
+                            // SAFETY: `plain` holds N bytes.
+                            unsafe { pread(fd, plain.as_mut_ptr().cast(), N, 0) };
+                            start.elapsed().as_secs_f64() * 1e6
+                        })
+                        .collect(),
+                )
+            };
+            let mut row = measure(
+                "pread(file, buf, 64 KiB): traced call minus untraced pread",
+                "call",
+                || {
+                    let start = Instant::now();
+                    // SAFETY: the buffer holds N bytes.
+                    let (_, trace) = t.call(|| unsafe { pread(fd, buf.as_mut_ptr().cast(), N, 0) });
+                    (start.elapsed(), trace, 1)
+                },
+            );
+            row.us -= untraced;
+            rows.push(row);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
     const EMPTY_CALLS: usize = 2000;
     rows.push(measure(
         "empty traced call (3 buffers registered)",
