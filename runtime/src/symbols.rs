@@ -120,7 +120,70 @@ fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
     if *size != 0 && vaddr >= addr + size {
         return None;
     }
-    Some(format!("{name}+{:#x}", vaddr - addr))
+    Some(format!("{}+{:#x}", demangle(name), vaddr - addr))
+}
+
+/// A legacy-mangled Rust symbol (`_ZN4core3ptr4read17h0123456789abcdefE`)
+/// as its path (`core::ptr::read`), without the hash; any other name as it
+/// is. Covers the escapes rustc uses (`$LT$`, `$u20$`, `..`, ...).
+pub(crate) fn demangle(name: &str) -> String {
+    let Some(body) = name
+        .strip_prefix("_ZN")
+        .and_then(|b| b.split(".llvm.").next())
+        .and_then(|b| b.strip_suffix('E'))
+    else {
+        return name.to_owned();
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Some(len) = rest.get(..digits).and_then(|d| d.parse::<usize>().ok()) else {
+            return name.to_owned();
+        };
+        let Some(part) = rest.get(digits..digits + len) else {
+            return name.to_owned();
+        };
+        parts.push(part);
+        rest = &rest[digits + len..];
+    }
+    let is_hash = |p: &str| {
+        p.len() == 17 && p.starts_with('h') && p[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if parts.last().is_some_and(|p| is_hash(p)) {
+        parts.pop();
+    }
+    let unescaped: Vec<String> = parts.iter().map(|p| unescape(p)).collect();
+    unescaped.join("::")
+}
+
+fn unescape(part: &str) -> String {
+    const ESCAPES: [(&str, &str); 15] = [
+        ("$SP$", "@"),
+        ("$BP$", "*"),
+        ("$RF$", "&"),
+        ("$LT$", "<"),
+        ("$GT$", ">"),
+        ("$LP$", "("),
+        ("$RP$", ")"),
+        ("$C$", ","),
+        ("$u20$", " "),
+        ("$u22$", "\""),
+        ("$u27$", "'"),
+        ("$u5b$", "["),
+        ("$u5d$", "]"),
+        ("$u7b$", "{"),
+        ("$u7d$", "}"),
+    ];
+    // A leading `$` is written `_$`.
+    let mut out = match part.strip_prefix('_') {
+        Some(rest) if rest.starts_with('$') => rest.to_owned(),
+        _ => part.to_owned(),
+    };
+    for (from, to) in ESCAPES {
+        out = out.replace(from, to);
+    }
+    out.replace("..", "::")
 }
 
 #[cfg(test)]
@@ -131,6 +194,22 @@ mod tests {
     #[unsafe(no_mangle)]
     extern "C" fn traced_ffi_symbols_probe() -> u64 {
         std::hint::black_box(7)
+    }
+
+    #[test]
+    fn legacy_rust_symbols_are_demangled_without_their_hash() {
+        assert_eq!(
+            demangle("_ZN4core3ptr14read_unaligned17hc4f792e3faa1a5caE"),
+            "core::ptr::read_unaligned"
+        );
+        assert_eq!(
+            demangle(
+                "_ZN49_$LT$alloc..vec..Vec$LT$T$GT$$u20$as$u20$Drop$GT$4drop17h0123456789abcdefE"
+            ),
+            "<alloc::vec::Vec<T> as Drop>::drop"
+        );
+        assert_eq!(demangle("memcpy"), "memcpy");
+        assert_eq!(demangle("_ZN3foo3barE"), "foo::bar");
     }
 
     #[test]
