@@ -73,6 +73,8 @@ pub(crate) enum Special {
     BitOffset { reg: Register },
     /// `xsave*`/`xrstor*`: the size depends on edx:eax and the CPU.
     XSave { compacted: bool },
+    /// `fxsave`/`fxrstor`: 416 of the area's 512 bytes.
+    FxArea,
     /// `clflush`/`clflushopt`/`clwb`/`cldemote`: touches the line, no data.
     CacheLine,
     /// `vmaskmov*`/`vpmaskmov*`/`maskmovdqu`: elements enabled by the sign bit
@@ -321,6 +323,9 @@ fn special_form(insn: &Instruction, mem: &[MemOperand]) -> Option<Special> {
             return Some(Special::XSave { compacted: true });
         }
         M::Clflush | M::Clflushopt | M::Clwb | M::Cldemote => return Some(Special::CacheLine),
+        M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64 if !mem.is_empty() => {
+            return Some(Special::FxArea);
+        }
         M::Vmaskmovps | M::Vpmaskmovd => {
             return Some(Special::VectorMask {
                 mask: insn.op1_register(),
@@ -457,6 +462,9 @@ fn register_value(regs: &user_regs_struct, reg: Register) -> Option<u64> {
 }
 
 const READ: &[AccessKind] = &[AccessKind::Read];
+const MAYBE_WRITE: &[AccessKind] = &[AccessKind::MaybeWrite];
+/// Bytes of the 512-byte FXSAVE area the instructions touch in 64-bit mode.
+const FX_AREA_USED: u64 = 416;
 const WRITE: &[AccessKind] = &[AccessKind::Write];
 
 /// The range of `count` elements of `elem` bytes walked from `start`,
@@ -693,25 +701,39 @@ impl Decoded {
                     xstate::layout().ok_or_else(|| "the CPU reports no XSAVE layout".to_owned())?;
                 let addr = self.explicit_address(regs)?;
                 let rfbm = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-                let size = if compacted {
-                    layout.compacted_size(rfbm)
-                } else {
-                    layout.standard_size(rfbm)
-                };
                 // `xsave` writes every requested component; the others may skip
                 // components in their initial state or unmodified since the last
                 // `xrstor` (the init and modified optimizations, Intel SDM vol. 1,
                 // 13.6), which the tracer cannot see: MaybeWrite.
-                let kinds = match self.insn.mnemonic() {
+                let (kinds, restore) = match self.insn.mnemonic() {
                     Mnemonic::Xrstor
                     | Mnemonic::Xrstor64
                     | Mnemonic::Xrstors
-                    | Mnemonic::Xrstors64 => READ,
-                    Mnemonic::Xsave | Mnemonic::Xsave64 => WRITE,
-                    _ => &[AccessKind::MaybeWrite],
+                    | Mnemonic::Xrstors64 => (READ, true),
+                    Mnemonic::Xsave | Mnemonic::Xsave64 => (WRITE, false),
+                    _ => (MAYBE_WRITE, false),
                 };
-                plan.before.push(Operand { addr, size, kinds });
-                plan.reach.push((addr, size));
+                for (off, size) in layout.ranges(rfbm, compacted, restore) {
+                    plan.before.push(Operand {
+                        addr: addr + off,
+                        size,
+                        kinds,
+                    });
+                    plan.reach.push((addr + off, size));
+                }
+            }
+            Special::FxArea => {
+                // FXSAVE64/FXRSTOR64 touch bytes 0..416 of the 512-byte area:
+                // 416..464 are reserved and 464..512 free for software (Intel
+                // SDM vol. 1, table 10-2).
+                let m = first()?;
+                let addr = Self::address(m, regs)?;
+                plan.before.push(Operand {
+                    addr,
+                    size: FX_AREA_USED,
+                    kinds: m.kinds,
+                });
+                plan.reach.push((addr, FX_AREA_USED));
             }
             Special::CacheLine => {
                 let addr = self.explicit_address(regs)?;

@@ -97,34 +97,56 @@ fn xgetbv0() -> u64 {
 }
 
 impl Layout {
-    /// Bytes `xsave`/`xsaveopt`/`xrstor` touch for the requested-feature
-    /// bitmap `rfbm` (edx:eax): the legacy region and header, and every
-    /// requested component at its standard offset.
-    pub(crate) fn standard_size(&self, rfbm: u64) -> u64 {
+    /// The byte ranges `(offset, len)` of the area an `xsave`-family
+    /// instruction touches for the requested-feature bitmap `rfbm`
+    /// (edx:eax), merged (Intel SDM vol. 1, 13.4–13.8):
+    /// - x87 state (bit 0): bytes 0..24 and 32..160; MXCSR (bits 1 or 2):
+    ///   24..32; XMM registers (bit 1): 160..416. Bytes 416..512 are
+    ///   reserved or free for software: never touched;
+    /// - the header: a save writes `XSTATE_BV` (512..520; the compacted form
+    ///   also `XCOMP_BV`, 520..528), a restore reads all of it (512..576);
+    /// - each requested component i >= 2 at its offset: CPUID's in the
+    ///   standard format, packed (64-byte aligned where CPUID says so) in the
+    ///   compacted one.
+    pub(crate) fn ranges(&self, rfbm: u64, compacted: bool, restore: bool) -> Vec<(u64, u64)> {
         let rfbm = rfbm & self.xcr0;
-        (2..64)
-            .filter(|i| rfbm & (1 << i) != 0)
-            .map(|i| {
-                let c = self.components[i];
-                u64::from(c.offset) + u64::from(c.size)
-            })
-            .fold(LEGACY_AND_HEADER, u64::max)
-    }
-
-    /// Bytes `xsavec` writes for `rfbm`: the compacted format packs the
-    /// requested components after the header, 64-byte aligned where CPUID
-    /// says so (Intel SDM vol. 1, 13.4.3).
-    pub(crate) fn compacted_size(&self, rfbm: u64) -> u64 {
-        let rfbm = rfbm & self.xcr0;
+        let mut v: Vec<(u64, u64)> = Vec::new();
+        if rfbm & 1 != 0 {
+            v.extend([(0, 24), (32, 128)]);
+        }
+        if rfbm & 0b110 != 0 {
+            v.push((24, 8));
+        }
+        if rfbm & 0b10 != 0 {
+            v.push((160, 256));
+        }
+        v.push(match (restore, compacted) {
+            (true, _) => (512, 64),
+            (false, true) => (512, 16),
+            (false, false) => (512, 8),
+        });
         let mut end = LEGACY_AND_HEADER;
         for i in (2..64).filter(|i| rfbm & (1 << i) != 0) {
             let c = self.components[i];
-            if c.align64 {
-                end = end.next_multiple_of(64);
+            if compacted {
+                if c.align64 {
+                    end = end.next_multiple_of(64);
+                }
+                v.push((end, u64::from(c.size)));
+                end += u64::from(c.size);
+            } else {
+                v.push((u64::from(c.offset), u64::from(c.size)));
             }
-            end += u64::from(c.size);
         }
-        end
+        v.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+        for (off, len) in v {
+            match merged.last_mut() {
+                Some((o, l)) if *o + *l >= off => *l = (*l).max(off + len - *o),
+                _ => merged.push((off, len)),
+            }
+        }
+        merged
     }
 }
 
@@ -211,16 +233,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn standard_size_for_every_enabled_component_is_cpuids_xcr0_size() {
+    fn xsave_of_every_component_ends_at_cpuids_xcr0_size_and_skips_reserved_bytes() {
         let Some(l) = layout() else { return };
-        assert_eq!(l.standard_size(u64::MAX), l.size as u64);
-        assert_eq!(l.standard_size(0b11), LEGACY_AND_HEADER);
+        let r = l.ranges(u64::MAX, false, false);
+        assert_eq!(r[0], (0, 416), "{r:?}");
+        assert_eq!(r[1], (512, 8), "{r:?}");
+        let (off, len) = r[r.len() - 1];
+        assert_eq!(off + len, l.size as u64, "{r:?}");
     }
 
     #[test]
-    fn compacted_size_with_x87_and_sse_only_is_legacy_plus_header() {
+    fn x87_and_sse_only_is_the_legacy_area_and_the_header() {
         let Some(l) = layout() else { return };
-        assert_eq!(l.compacted_size(0b11), LEGACY_AND_HEADER);
-        assert!(l.compacted_size(u64::MAX) <= l.size as u64);
+        assert_eq!(l.ranges(0b11, false, false), [(0, 416), (512, 8)]);
+        assert_eq!(l.ranges(0b11, true, false), [(0, 416), (512, 16)]);
+        assert_eq!(l.ranges(0b11, false, true), [(0, 416), (512, 64)]);
+        assert_eq!(l.ranges(0b1, false, false), [(0, 24), (32, 128), (512, 8)]);
     }
 }

@@ -159,8 +159,12 @@ fn fx_fixed_fields(image: &[u8]) -> (Vec<u8>, Vec<u8>) {
 #[repr(C, align(64))]
 struct Area<const N: usize>([u8; N]);
 
+/// Bytes of the FXSAVE area the CPU writes in 64-bit mode: 416..464 are reserved and
+/// 464..512 free for software (Intel SDM vol. 1, table 10-2).
+const FX_USED: usize = 416;
+
 #[traced_ffi]
-fn fxsave_is_a_512_byte_write(t: &mut Tracer) {
+fn fxsave_writes_its_416_bytes_and_not_the_reserved_tail(t: &mut Tracer) {
     let mut untraced = Area([0u8; 512]);
     // SAFETY: 512 bytes, 64-aligned.
     unsafe { form_fxsave(untraced.0.as_mut_ptr()) };
@@ -170,11 +174,18 @@ fn fxsave_is_a_512_byte_write(t: &mut Tracer) {
     // SAFETY: as above.
     let ((), trace) = t.call(|| unsafe { form_fxsave(p) });
     assert_eq!(fx_fixed_fields(&buf), fx_fixed_fields(&untraced.0));
-    assert_exact!(trace, [Want::write(&buf, 0, &buf, &at("form_fxsave", 0))]);
+    assert!(
+        buf[FX_USED..].iter().all(|&b| b == 0),
+        "the CPU left the tail alone"
+    );
+    assert_exact!(
+        trace,
+        [Want::write(&buf, 0, &buf[..FX_USED], &at("form_fxsave", 0))]
+    );
 }
 
 #[traced_ffi]
-fn fxrstor_is_a_512_byte_read(t: &mut Tracer) {
+fn fxrstor_reads_the_416_bytes_of_state(t: &mut Tracer) {
     let mut buf = t.buffer("fxsave", 512);
     // Outside a call the buffer is ordinary memory: save this thread's state into it.
     // SAFETY: 512 bytes, 512-aligned.
@@ -184,7 +195,15 @@ fn fxrstor_is_a_512_byte_read(t: &mut Tracer) {
     // SAFETY: a valid image this thread just saved.
     let ((), trace) = t.call(|| unsafe { form_fxrstor(p) });
     assert_eq!(&buf[..], &image[..]);
-    assert_exact!(trace, [Want::read(&buf, 0, &image, &at("form_fxrstor", 0))]);
+    assert_exact!(
+        trace,
+        [Want::read(
+            &buf,
+            0,
+            &image[..FX_USED],
+            &at("form_fxrstor", 0)
+        )]
+    );
 }
 
 /// `CPUID(EAX=0xD, ECX=0).EBX`: the XSAVE area size for the components XCR0 enables,
@@ -195,8 +214,43 @@ fn xsave_size() -> (usize, usize) {
     (size, size.div_ceil(64) * 64)
 }
 
+/// XCR0: the state components the OS enabled.
+fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV(0) is allowed in user mode when the OS enabled XSAVE, which
+    // `form_xsave` needs anyway.
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// The `(offset, len)` ranges of the standard-format area that `xsave` with every
+/// component requested writes (`header` = 8: XSTATE_BV) or `xrstor` reads (`header` =
+/// 64), merged: the legacy x87/SSE state 0..416, the header at 512, then each enabled
+/// component at its CPUID offset.
+fn xsave_ranges(header: usize) -> Vec<(usize, usize)> {
+    let xcr0 = xcr0();
+    let mut v = vec![(0, FX_USED), (512, header)];
+    for i in 2..63 {
+        if xcr0 & (1 << i) != 0 {
+            let c = std::arch::x86_64::__cpuid_count(0xd, i);
+            v.push((c.ebx as usize, c.eax as usize));
+        }
+    }
+    v.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (off, len) in v {
+        match merged.last_mut() {
+            Some((o, l)) if *o + *l >= off => *l = (*l).max(off + len - *o),
+            _ => merged.push((off, len)),
+        }
+    }
+    merged
+}
+
 #[traced_ffi]
-fn xsave_all_components_is_one_write_of_the_cpuid_size(t: &mut Tracer) {
+fn xsave_all_components_writes_the_legacy_state_the_header_bv_and_each_component(t: &mut Tracer) {
     let (size, len) = xsave_size();
     let mut untraced = Box::new(Area([0u8; 16384]));
     assert!(size <= 16384, "XSAVE size {size}");
@@ -208,14 +262,24 @@ fn xsave_all_components_is_one_write_of_the_cpuid_size(t: &mut Tracer) {
     let ((), trace) = t.call(|| unsafe { form_xsave(p) });
     assert_eq!(fx_fixed_fields(&buf), fx_fixed_fields(&untraced.0));
     assert!(buf[size..].iter().all(|&b| b == 0), "wrote past {size}");
-    assert_exact!(
-        trace,
-        [Want::write(&buf, 0, &buf[..size], &at("form_xsave", 0xa))]
+    assert!(
+        buf[FX_USED..512]
+            .iter()
+            .chain(&buf[520..576])
+            .all(|&b| b == 0),
+        "the CPU left the reserved bytes and the rest of the header alone"
     );
+    let ranges = xsave_ranges(8);
+    assert_eq!(ranges.last().map(|&(o, l)| o + l), Some(size));
+    let want: Vec<Want> = ranges
+        .iter()
+        .map(|&(o, l)| Want::write(&buf, o as isize, &buf[o..o + l], &at("form_xsave", 0xa)))
+        .collect();
+    assert_exact!(trace, want);
 }
 
 #[traced_ffi]
-fn xrstor_all_components_is_one_read_of_the_cpuid_size(t: &mut Tracer) {
+fn xrstor_all_components_reads_the_legacy_state_the_header_and_each_component(t: &mut Tracer) {
     let (size, len) = xsave_size();
     let mut buf = t.buffer("xsave", len);
     // Outside a call the buffer is ordinary memory: save this thread's state into it.
@@ -226,10 +290,12 @@ fn xrstor_all_components_is_one_read_of_the_cpuid_size(t: &mut Tracer) {
     // SAFETY: a valid image this thread just saved.
     let ((), trace) = t.call(|| unsafe { form_xrstor(p) });
     assert_eq!(&buf[..], &image[..]);
-    assert_exact!(
-        trace,
-        [Want::read(&buf, 0, &image[..size], &at("form_xrstor", 0xa))]
-    );
+    let want: Vec<Want> = xsave_ranges(64)
+        .iter()
+        .map(|&(o, l)| Want::read(&buf, o as isize, &image[o..o + l], &at("form_xrstor", 0xa)))
+        .collect();
+    assert!(size <= len);
+    assert_exact!(trace, want);
 }
 
 // ----------------------------------------------------------------------- x87

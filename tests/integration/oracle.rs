@@ -32,8 +32,8 @@
 //! - with a [`Known`] difference each, which must occur exactly as listed in
 //!   [`KNOWN_DIFFERENCES`]: a failing `lock cmpxchg*` (lackey logs a store, the tracer
 //!   deliberately none), `bt*` with a register bit offset (VEX accesses one byte),
-//!   `fxsave`/`fxrstor` (VEX touches bytes 0..416 of the 512), `maskmovdqu` (VEX
-//!   loads and stores all 16 bytes).
+//!   `maskmovdqu` (VEX loads and stores all 16 bytes).
+//! - `fxsave`/`fxrstor`: bytes 0..416 of the 512 on both sides (VEX in 18 pieces).
 //!
 //! Without valgrind on PATH each test prints `skipped: …` and passes; `.ci/run`
 //! installs it. A failing test prints both sides, the differences, and keeps the lackey
@@ -76,12 +76,6 @@ const CAS_FAILS: &str = "lackey logs a failed lock cmpxchg as a modify (load + s
 /// operand-sized unit holding it.
 const BT_BYTE: &str = "VEX accesses only the byte holding the bit, the instruction the \
                        whole operand-sized unit";
-/// FXSAVE's memory operand is 512 bytes; VEX writes (FXSAVE) or reads (FXRSTOR) only
-/// its fields, bytes 0..416 (through XMM15), in 18 pieces, not the reserved and
-/// available bytes 416..512 the tracer counts as part of the 512-byte access.
-const FX_FIELDS: &str = "VEX touches only the FXSAVE fields, bytes 0..416, in 18 pieces; \
-                         the tracer records the instruction's 512-byte operand";
-
 /// Exact byte-set differences, per case, between the tracer and lackey that are
 /// understood (see [`Known`]: each must occur exactly as given, so the comparison of
 /// everything else is unchanged). Every such case is compared as [`Compare::Sets`].
@@ -105,26 +99,6 @@ const KNOWN_DIFFERENCES: &[(&str, Known)] = &[
     // btc qword [p], 130: the qword at 16, bit 2 in byte 16.
     ("btc64_bit_130", bt_unit("read", (17, 24))),
     ("btc64_bit_130", bt_unit("written", (17, 24))),
-    (
-        "fxsave",
-        Known {
-            buffer: "area",
-            what: "written",
-            only_traced: (416, 512),
-            only_lackey: &[],
-            why: FX_FIELDS,
-        },
-    ),
-    (
-        "fxrstor",
-        Known {
-            buffer: "area",
-            what: "read",
-            only_traced: (416, 512),
-            only_lackey: &[],
-            why: FX_FIELDS,
-        },
-    ),
     // maskmovdqu with bytes 1..4, 9, 12..16 enabled: VEX loads all 16 destination
     // bytes, merges and stores all 16; the CPU (and the tracer) write only the enabled
     // bytes and read none of the destination.
@@ -387,8 +361,8 @@ oracle_tests! {
     form_vpmaskmovq_store_matches_lackey_bytes => "vpmaskmovq_store", Sets;
     form_maskmovdqu_matches_lackey_bytes_with_known_difference => "maskmovdqu", Sets;
     form_vpgatherdd_matches_lackey_in_order => "vpgatherdd", Sequence;
-    form_fxsave_matches_lackey_bytes_with_known_difference => "fxsave", Sets;
-    form_fxrstor_matches_lackey_bytes_with_known_difference => "fxrstor", Sets;
+    form_fxsave_matches_lackey_bytes => "fxsave", Sets;
+    form_fxrstor_matches_lackey_bytes => "fxrstor", Sets;
     form_fld_fstp_f32_matches_lackey_in_order => "fld_fstp_f32", Sequence;
     form_fld_fstp_f64_matches_lackey_in_order => "fld_fstp_f64", Sequence;
     form_fld_fstp_f80_matches_lackey_in_order => "fld_fstp_f80", Sequence;
