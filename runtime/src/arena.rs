@@ -53,24 +53,51 @@ fn reservation() -> std::sync::MutexGuard<'static, Option<Reservation>> {
     RESERVATION.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where the reservation is placed, tried in order: in the middle of the
+/// 47-bit user address space, far below where the kernel puts mappings
+/// (top-down from the stack, near 0x7f..) and above programs and their heaps
+/// (0x55.., 0x56..). The seccomp filter is inherited across `exec`, and a
+/// program that passes an address in the range to a system call gets
+/// `ENOSYS`: the range must be one that programs do not get from the kernel.
+const RESERVATION_HINTS: [u64; 3] = [0x3f00_0000_0000, 0x2f00_0000_0000, 0x4f00_0000_0000];
+
 /// Reserves the buffer range; returns its start. Done once, before the fork.
 pub(crate) fn reserve() -> io::Result<u64> {
     let len = 2 * RESERVATION_SIZE as usize;
-    // SAFETY: an anonymous private PROT_NONE mapping at an address of the
-    // kernel's choosing; nothing is committed (MAP_NORESERVE).
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
+    let mut mapped = None;
+    for hint in RESERVATION_HINTS {
+        // SAFETY: an anonymous private PROT_NONE mapping at `hint`, which
+        // MAP_FIXED_NOREPLACE refuses if anything is mapped there; nothing is
+        // committed (MAP_NORESERVE).
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED && p as u64 == hint {
+            mapped = Some(p);
+            break;
+        }
+        if p != libc::MAP_FAILED {
+            // An old kernel took the flag as a hint and put it elsewhere.
+            // SAFETY: unmapping the mapping just made, which nothing uses.
+            unsafe { libc::munmap(p, len) };
+        }
     }
+    let Some(p) = mapped else {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free address range for the buffer reservation",
+        ));
+    };
     let lo = p as u64;
     let start = lo.next_multiple_of(RESERVATION_SIZE);
     let end = start + RESERVATION_SIZE;
