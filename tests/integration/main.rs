@@ -11,6 +11,7 @@
 mod check;
 mod child;
 mod levels;
+mod os_check;
 
 mod bounds;
 mod cost;
@@ -31,6 +32,7 @@ mod simd;
 mod state;
 mod structs;
 mod syscalls;
+mod threads;
 mod unavailable;
 mod unsupported;
 
