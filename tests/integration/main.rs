@@ -26,6 +26,7 @@ mod glibc;
 mod harness_cli;
 mod oracle;
 mod parallel;
+mod processes;
 mod rmw_forms;
 mod scalar;
 mod simd;
