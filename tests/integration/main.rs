@@ -29,6 +29,7 @@ mod parallel;
 mod processes;
 mod rmw_forms;
 mod scalar;
+mod signals;
 mod simd;
 mod state;
 mod structs;
