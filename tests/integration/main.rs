@@ -14,6 +14,7 @@ mod levels;
 mod os_check;
 
 mod bounds;
+mod callbacks;
 mod cost;
 mod crash;
 mod display;
