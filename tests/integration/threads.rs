@@ -162,9 +162,7 @@ fn wait_for_late_writer() {
 }
 
 #[traced_ffi]
-fn a_detached_thread_still_running_after_the_call_is_noted_and_writes_later_untraced(
-    t: &mut Tracer,
-) {
+fn a_detached_thread_outliving_the_call_is_noted_and_writes_later_untraced(t: &mut Tracer) {
     isolated(t, |t| {
         let mut plain = [0u8; 4];
         let mut plain_tid: c_int = 0;
