@@ -11,8 +11,10 @@
 mod check;
 mod child;
 mod levels;
+mod os_check;
 
 mod bounds;
+mod callbacks;
 mod cost;
 mod crash;
 mod display;
@@ -25,12 +27,15 @@ mod glibc;
 mod harness_cli;
 mod oracle;
 mod parallel;
+mod processes;
 mod rmw_forms;
 mod scalar;
+mod signals;
 mod simd;
 mod state;
 mod structs;
 mod syscalls;
+mod threads;
 mod unavailable;
 mod unsupported;
 

@@ -1,0 +1,195 @@
+//! Threads started by native code during a traced call (issue 5, item 2): a new
+//! thread's accesses to traced buffers are recorded like the calling thread's, with
+//! `tid` the new thread's kernel id; a thread still running when the call returns is
+//! named in a note, and its later accesses (to memory no longer protected) just run.
+//!
+//! The fixtures (`traced_ffi_fixtures::os`) store each thread's `gettid()` in untraced
+//! memory, so each test knows which thread should have made which access. Between
+//! threads the order of accesses is not fixed: the tests compare each thread's own
+//! accesses, in order, and the byte sets. Every test runs [`isolated`] (alone, in a
+//! child process): a thread the tracer does not follow dies of its first fault on a
+//! protected page, and takes the process with it.
+
+use std::ffi::c_int;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use traced_ffi::{Access, Tracer, traced_ffi};
+use traced_ffi_fixtures::os as fx;
+
+use crate::check::current_tid;
+use crate::os_check::{
+    Row, assert_rows, assert_tracer_still_works, c, isolated, kernel, names_tid,
+};
+
+/// Bytes `parallel_fill` fills, and how many threads share them (unequal slices:
+/// 1000 / 3 is not whole).
+const FILL_BYTES: usize = 1000;
+const FILL_THREADS: usize = 3;
+
+/// What `parallel_fill(buf, n, k)` leaves in `buf`: slice `i` holds `i + 1`.
+fn filled(n: usize, k: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    for i in 0..k {
+        v[i * n / k..(i + 1) * n / k].fill(i as u8 + 1);
+    }
+    v
+}
+
+#[traced_ffi]
+fn threads_filling_slices_each_record_their_own_writes_with_their_own_tid(t: &mut Tracer) {
+    isolated(t, |t| {
+        let (n, k) = (FILL_BYTES, FILL_THREADS);
+        let mut plain = vec![0u8; n];
+        let mut plain_tids = vec![0 as c_int; k];
+        // SAFETY: `plain` is valid for writes of n bytes, `plain_tids` of k ints.
+        let r = unsafe {
+            fx::parallel_fill(plain.as_mut_ptr(), n, k as c_int, plain_tids.as_mut_ptr())
+        };
+        assert_eq!(r, 0);
+        assert_eq!(plain, filled(n, k));
+
+        let mut buf = t.buffer("buf", n);
+        let p = buf.as_mut_ptr();
+        let mut tids = vec![0 as c_int; k];
+        let tp = tids.as_mut_ptr();
+        // SAFETY: `buf` is valid for writes of n bytes, `tids` (untraced) of k ints.
+        let (r, trace) = t.call(|| unsafe { fx::parallel_fill(p, n, k as c_int, tp) });
+        assert_eq!(r, 0, "\n{trace}");
+        assert_eq!(&buf[..], &plain[..]);
+
+        let me = current_tid();
+        let mut distinct = tids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), k, "worker tids {tids:?}");
+        assert!(
+            !tids.contains(&me) && !tids.contains(&0),
+            "worker tids {tids:?}"
+        );
+
+        // Each worker's own accesses, in order: one byte store per byte of its slice.
+        for (i, &tid) in tids.iter().enumerate() {
+            let mine: Vec<&Access> = trace.accesses().iter().filter(|a| a.tid == tid).collect();
+            let want: Vec<Row> = (i * n / k..(i + 1) * n / k)
+                .map(|j| Row::write(&buf, j, &[i as u8 + 1], c("os_fill_worker", "mov"), tid))
+                .collect();
+            assert_rows!(trace, mine, want);
+        }
+        // Nothing else: every byte written exactly once, by a worker.
+        assert_eq!(trace.accesses().len(), n, "\n{trace}");
+        assert_eq!(trace.written(&buf).ranges(), &[0..n]);
+        assert!(trace.read(&buf).is_empty());
+        assert!(trace.out_of_bounds().is_empty());
+        assert_tracer_still_works(t);
+    });
+}
+
+/// A pipe, both ends closed on drop.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn holding(data: &[u8]) -> Self {
+        let mut fds = [0 as c_int; 2];
+        // SAFETY: `fds` is valid for writes of two c_ints.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
+        // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+        let pipe = unsafe {
+            Pipe {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                write: OwnedFd::from_raw_fd(fds[1]),
+            }
+        };
+        File::from(pipe.write.try_clone().expect("dup"))
+            .write_all(data)
+            .expect("write to the pipe");
+        pipe
+    }
+}
+
+#[traced_ffi]
+fn a_thread_reading_a_pipe_into_a_buffer_is_one_kernel_write_with_its_tid(t: &mut Tracer) {
+    isolated(t, |t| {
+        let msg = b"read by another thread";
+        let pipe = Pipe::holding(msg);
+        let mut plain = [0u8; 32];
+        let mut plain_tid: c_int = 0;
+        let rfd = pipe.read.as_raw_fd();
+        // SAFETY: `plain` is valid for writes of 32 bytes.
+        let expected =
+            unsafe { fx::thread_read(rfd, plain.as_mut_ptr().cast(), 32, &mut plain_tid) };
+        assert_eq!(expected, msg.len() as isize);
+
+        let pipe = Pipe::holding(msg);
+        let rfd = pipe.read.as_raw_fd();
+        let mut buf = t.buffer("buf", 32);
+        let p = buf.as_mut_ptr();
+        let mut tid: c_int = 0;
+        let tp = &raw mut tid;
+        // SAFETY: `buf` is valid for writes of 32 bytes; `tid` (untraced) of one int.
+        let (r, trace) = t.call(|| unsafe { fx::thread_read(rfd, p.cast(), 32, tp) });
+        assert_eq!(r, expected, "\n{trace}");
+        assert_eq!(&buf[..], &plain[..]);
+        assert!(tid != 0 && tid != current_tid(), "worker tid {tid}");
+        assert_rows!(trace, [Row::write(&buf, 0, msg, kernel("read"), tid)]);
+        assert_tracer_still_works(t);
+    });
+}
+
+/// How long the late writer sleeps before it writes, and how long the test waits for
+/// it at most.
+const LATE_DELAY_MS: c_int = 100;
+const LATE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the late writer has written; fails after [`LATE_WAIT`].
+fn wait_for_late_writer() {
+    let deadline = Instant::now() + LATE_WAIT;
+    // SAFETY: late_writer_done only reads a flag.
+    while unsafe { fx::late_writer_done() } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the late writer did not write within {LATE_WAIT:?}"
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+#[traced_ffi]
+fn a_detached_thread_outliving_the_call_is_noted_and_writes_later_untraced(t: &mut Tracer) {
+    isolated(t, |t| {
+        let mut plain = [0u8; 4];
+        let mut plain_tid: c_int = 0;
+        // SAFETY: `plain` outlives the writer: we wait for it below.
+        let r = unsafe { fx::start_late_writer(plain.as_mut_ptr(), LATE_DELAY_MS, &mut plain_tid) };
+        assert_eq!(r, 0);
+        wait_for_late_writer();
+        assert_eq!(plain, [fx::LATE_VALUE, 0, 0, 0]);
+
+        let mut buf = t.buffer("buf", 4);
+        let p = buf.as_mut_ptr();
+        let mut tid: c_int = 0;
+        let tp = &raw mut tid;
+        // SAFETY: `buf` outlives the writer (we wait for it below); `tid` is untraced.
+        let (r, trace) = t.call(|| unsafe { fx::start_late_writer(p, LATE_DELAY_MS, tp) });
+        assert_eq!(r, 0, "\n{trace}");
+        assert!(tid != 0 && tid != current_tid(), "writer tid {tid}");
+        // The thread sleeps through the rest of the call: no access, one note.
+        assert_rows!(trace, []);
+        let notes: Vec<&str> = trace.notes().iter().map(|n| n.text.as_str()).collect();
+        assert!(
+            notes.len() == 1 && notes[0].contains("still running") && names_tid(notes[0], tid),
+            "expected one note saying thread {tid} is still running, got {notes:?}\n{trace}"
+        );
+
+        wait_for_late_writer();
+        assert_eq!(&buf[..], &[fx::LATE_VALUE, 0, 0, 0]);
+        assert_tracer_still_works(t);
+    });
+}
