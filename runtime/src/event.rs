@@ -211,6 +211,9 @@ pub struct Stats {
     /// System calls on protected pages run with their pages open (from the
     /// stub, two stops each).
     pub syscalls: u64,
+    /// Times another thread of the call was stopped while one ran an
+    /// instruction with protected pages open (multi-threaded calls only).
+    pub threads_stopped: u64,
 }
 
 /// The ordered accesses of one traced call, with the regions they refer to.

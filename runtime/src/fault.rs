@@ -125,18 +125,28 @@ impl Supervisor {
             );
             return self.unsupported_but_run(tid, &decoded, &regs, reason);
         }
-        let placed = (ranges.len() <= stub::MAX_RANGES)
-            .then(|| decoded.bytes_at(stub::insn_addr(self.stub_base, ranges.len())))
-            .flatten();
+        let slot = self.slot_of(tid);
+        let placed = slot
+            .filter(|_| ranges.len() <= stub::MAX_RANGES)
+            .and_then(|s| {
+                let at = stub::insn_addr(self.slot_base(s), ranges.len());
+                decoded.bytes_at(at).map(|b| (s, b))
+            });
+        // With other threads in the call, they are stopped while the pages
+        // are open, so that none of them touches those pages unseen.
+        let stopped = self.stop_other_threads(tid);
         match (placed, plan.after) {
-            (Some(bytes), None) => {
+            (Some((slot, bytes)), None) if stopped.is_none() => {
                 let end = stub::End::Jump(decoded.next_ip());
-                self.execute_in_stub(tid, &bytes, &ranges, end);
+                self.execute_in_stub(tid, slot, &bytes, &ranges, end);
             }
-            (Some(bytes), Some(after)) => {
-                self.execute_in_stub_and_look(tid, &decoded, &bytes, &ranges, after);
+            (Some((slot, bytes)), after) => {
+                self.execute_in_stub_and_look(tid, slot, &decoded, &bytes, &ranges, after);
             }
             (None, after) => self.execute_by_stepping(tid, &decoded, &regs, &ranges, after),
+        }
+        if let Some(stopped) = stopped {
+            self.release_threads(stopped);
         }
     }
 
@@ -151,7 +161,11 @@ impl Supervisor {
     ) {
         self.record_unsupported(tid, decoded, reason);
         let all = self.all_protected();
+        let stopped = self.stop_other_threads(tid);
         self.execute_by_stepping(tid, decoded, regs, &all, None);
+        if let Some(stopped) = stopped {
+            self.release_threads(stopped);
+        }
     }
 
     /// Records a note of an instruction that touched tracked memory at `at`
@@ -273,7 +287,7 @@ impl Supervisor {
                     }
                 }
             } else {
-                call.pending.push((call.accesses.len(), start, shown));
+                call.pending.push((tid, call.accesses.len(), start, shown));
             }
             call.accesses.push(Access {
                 kind,
@@ -358,7 +372,7 @@ impl Supervisor {
                 }
                 // The written bytes are known: no read-back needed.
                 if let Some(call) = &mut self.call {
-                    for (index, addr, shown) in call.pending.drain(pending_before..) {
+                    for (_, index, addr, shown) in call.pending.drain(pending_before..) {
                         let from = (addr - op.addr) as usize;
                         if let Some(a) = call.accesses.get_mut(index) {
                             a.bytes = bytes[from.min(size)..(from + shown).min(size)].to_vec();
@@ -382,16 +396,19 @@ impl Supervisor {
 
     /// Writes the stub for this fault (unless it is already there) and points
     /// the thread at it. Returns false, having delivered SIGSEGV, if it cannot.
-    pub(crate) fn enter_stub(&mut self, tid: pid_t, code: Vec<u8>) -> bool {
-        if code != self.last_stub {
-            if let Err(e) = self.mem.write_at(&code, self.stub_base + stub::CODE_OFFSET) {
+    pub(crate) fn enter_stub(&mut self, tid: pid_t, slot: usize, code: Vec<u8>) -> bool {
+        let base = self.slot_base(slot);
+        if self.last_stub.get(slot) != Some(&code) {
+            if let Err(e) = self.mem.write_at(&code, base + stub::CODE_OFFSET) {
                 report(format_args!("cannot write the stub into thread {tid}: {e}"));
                 self.resume(tid, libc::SIGSEGV);
                 return false;
             }
-            self.last_stub = code;
+            if let Some(last) = self.last_stub.get_mut(slot) {
+                *last = code;
+            }
         }
-        let entry = self.stub_base + stub::CODE_OFFSET;
+        let entry = base + stub::CODE_OFFSET;
         if let Err(e) = self.pt.poke_user(tid, USER_RIP_OFFSET, entry) {
             if e.raw_os_error() != Some(libc::ESRCH) {
                 report(format_args!(
@@ -407,9 +424,16 @@ impl Supervisor {
     }
 
     /// The one-stop path: write the stub, point rip at it, continue.
-    fn execute_in_stub(&mut self, tid: pid_t, insn: &[u8], ranges: &[(u64, u64)], end: stub::End) {
-        let code = stub::build(self.stub_base, insn, ranges, end);
-        if self.enter_stub(tid, code) {
+    fn execute_in_stub(
+        &mut self,
+        tid: pid_t,
+        slot: usize,
+        insn: &[u8],
+        ranges: &[(u64, u64)],
+        end: stub::End,
+    ) {
+        let code = stub::build(self.slot_base(slot), insn, ranges, end);
+        if self.enter_stub(tid, slot, code) {
             self.resume(tid, 0);
         }
     }
@@ -421,14 +445,16 @@ impl Supervisor {
     fn execute_in_stub_and_look(
         &mut self,
         tid: pid_t,
+        slot: usize,
         decoded: &Decoded,
         insn: &[u8],
         ranges: &[(u64, u64)],
-        after: After,
+        after: Option<After>,
     ) {
-        let code = stub::build(self.stub_base, insn, ranges, stub::End::Trap);
-        let trap_end = self.stub_base + stub::CODE_OFFSET + code.len() as u64;
-        if !self.enter_stub(tid, code) {
+        let base = self.slot_base(slot);
+        let code = stub::build(base, insn, ranges, stub::End::Trap);
+        let trap_end = base + stub::CODE_OFFSET + code.len() as u64;
+        if !self.enter_stub(tid, slot, code) {
             return;
         }
         let mut deferred: Vec<c_int> = Vec::new();
@@ -446,7 +472,10 @@ impl Supervisor {
         })();
         match result {
             Ok(mut regs) => {
-                self.record_after(tid, decoded, after, &regs);
+                if let Some(after) = after {
+                    self.record_after(tid, decoded, after, &regs);
+                }
+                self.read_back_writes_of(Some(tid));
                 regs.rip = decoded.next_ip();
                 if let Err(e) = self.pt.setregs(tid, &regs) {
                     if e.raw_os_error() != Some(libc::ESRCH) {
@@ -475,7 +504,7 @@ impl Supervisor {
                 self.record(tid, &origin, &op, kind, None);
             }
         }
-        self.read_back_writes();
+        self.read_back_writes_of(Some(tid));
     }
 
     /// An execution path failed: say so, and deliver `signal` (the fault the

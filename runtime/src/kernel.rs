@@ -35,7 +35,6 @@ const SYSCALL_LEN: u64 = 2;
 /// A system call running in the stub.
 #[derive(Debug, Clone)]
 pub(crate) struct InKernel {
-    tid: pid_t,
     /// The registers at the system call's entry.
     entry: user_regs_struct,
     nr: u64,
@@ -49,8 +48,7 @@ impl Supervisor {
     /// A seccomp stop: `tid` is entering a system call that points into the
     /// buffer range.
     pub(crate) fn on_seccomp(&mut self, tid: pid_t) {
-        let active = self.call.as_ref().is_some_and(|c| c.tid == tid);
-        if !active {
+        if self.call.is_none() {
             // Outside a call the buffers are ordinary memory.
             return self.resume(tid, 0);
         }
@@ -83,9 +81,17 @@ impl Supervisor {
             ));
             return self.resume(tid, 0);
         }
+        let Some(slot) = self.slot_of(tid) else {
+            report(format_args!(
+                "no free stub slot for system call {nr} of thread {tid}: it runs with its pages \
+                 closed"
+            ));
+            return self.resume(tid, 0);
+        };
+        let base = self.slot_base(slot);
         let syscall = [0x0f, 0x05];
-        let code = stub::build(self.stub_base, &syscall, &ranges, stub::End::Trap);
-        let trap_end = self.stub_base + stub::CODE_OFFSET + code.len() as u64;
+        let code = stub::build(base, &syscall, &ranges, stub::End::Trap);
+        let trap_end = base + stub::CODE_OFFSET + code.len() as u64;
         // Skip the call here (orig_rax = -1), and enter the stub with rax =
         // the call's number, which the stub's restore gives the `syscall`.
         let mut redirected = regs;
@@ -100,19 +106,22 @@ impl Supervisor {
             }
             return;
         }
-        if !self.enter_stub(tid, code) {
+        if !self.enter_stub(tid, slot, code) {
             return;
         }
         if let Some(call) = &mut self.call {
             call.stats.syscalls += 1;
-            call.in_kernel = Some(InKernel {
+            call.threads.insert(tid);
+            call.in_kernel.insert(
                 tid,
-                entry: regs,
-                nr,
-                args,
-                known,
-                trap_end,
-            });
+                InKernel {
+                    entry: regs,
+                    nr,
+                    args,
+                    known,
+                    trap_end,
+                },
+            );
         }
         self.resume(tid, 0);
     }
@@ -144,8 +153,7 @@ impl Supervisor {
         let Some(k) = self
             .call
             .as_ref()
-            .and_then(|c| c.in_kernel.clone())
-            .filter(|k| k.tid == tid)
+            .and_then(|c| c.in_kernel.get(&tid).cloned())
         else {
             return false;
         };
@@ -154,7 +162,7 @@ impl Supervisor {
             _ => return false,
         };
         if let Some(call) = &mut self.call {
-            call.in_kernel = None;
+            call.in_kernel.remove(&tid);
         }
         let result = after.rax as i64;
         let ip = k.entry.rip - SYSCALL_LEN;
@@ -205,6 +213,6 @@ impl Supervisor {
             self.record(tid, &origin, &op, e.kind, None);
         }
         // The call is over: its writes' bytes are there to read.
-        self.read_back_writes();
+        self.read_back_writes_of(Some(tid));
     }
 }

@@ -29,20 +29,39 @@ fn thread_count() -> io::Result<usize> {
 
 /// Maps the stub page (before the fork, so both processes know it).
 fn map_stub_area() -> io::Result<u64> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
-    let p = unsafe {
+    let size = stub::STUB_AREA_SIZE;
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing, twice the size so an aligned area fits in it.
+    let wide = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            stub::STUB_AREA_SIZE,
+            2 * size,
             libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
     };
-    if p == libc::MAP_FAILED {
+    if wide == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
+    let lo = wide as u64;
+    let start = lo.next_multiple_of(size as u64);
+    // SAFETY: both trimmed parts lie inside the mapping just made, which
+    // nothing else uses.
+    unsafe {
+        if start > lo {
+            libc::munmap(wide, (start - lo) as usize);
+        }
+        let end = start + size as u64;
+        if lo + 2 * size as u64 > end {
+            libc::munmap(
+                end as *mut libc::c_void,
+                (lo + 2 * size as u64 - end) as usize,
+            );
+        }
+    }
+    let p = start as *mut libc::c_void;
     let gadget = stub::GADGET;
     // SAFETY: the mapping is STUB_AREA_SIZE bytes, writable, and the gadget
     // fits at GADGET_OFFSET.

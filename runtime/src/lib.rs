@@ -23,6 +23,7 @@ mod stub;
 mod supervisor;
 mod symbols;
 mod syscalls;
+mod threads;
 mod xstate;
 
 pub use arena::{GuardedMapping, PAGE_SIZE, page_ceil, page_floor, page_protection};

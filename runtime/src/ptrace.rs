@@ -128,6 +128,18 @@ impl Ptrace {
         Ok(unsafe { info.assume_init() })
     }
 
+    /// `PTRACE_GETEVENTMSG`: the new thread's id after a clone event.
+    pub(crate) fn geteventmsg(&mut self, tid: pid_t) -> io::Result<u64> {
+        let mut msg: libc::c_ulong = 0;
+        self.raw(libc::PTRACE_GETEVENTMSG, tid, 0, (&raw mut msg) as usize)?;
+        Ok(msg)
+    }
+
+    /// `PTRACE_INTERRUPT`: stop a running tracee (a `PTRACE_EVENT_STOP`).
+    pub(crate) fn interrupt(&mut self, tid: pid_t) -> io::Result<()> {
+        self.raw(libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
+    }
+
     /// `PTRACE_GETREGSET` of register set `kind` into `buf`; returns the
     /// bytes the kernel filled.
     pub(crate) fn getregset(

@@ -26,6 +26,10 @@ use std::io;
 
 use crate::arena::RESERVATION_SHIFT;
 
+/// The upper bits of an instruction address in the stub area (aligned to its
+/// size).
+const STUB_MASK: u32 = !(crate::stub::STUB_AREA_SIZE as u32 - 1);
+
 /// `AUDIT_ARCH_X86_64` (linux/audit.h).
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// Offsets in `struct seccomp_data`.
@@ -74,9 +78,9 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
         stmt(BPF_LD_W_ABS, OFF_IP_HI),
         jump(BPF_JEQ_K, (stub >> 32) as u32, 0, 3),
         stmt(BPF_LD_W_ABS, OFF_IP_LO),
-        stmt(BPF_AND_K, 0xffff_f000),
-        // From the stub page: allow.
-        jump(BPF_JEQ_K, stub as u32 & 0xffff_f000, 0, 0),
+        stmt(BPF_AND_K, STUB_MASK),
+        // From the stub area: allow.
+        jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
     ];
     let indirect_at = p.len();
     p.push(stmt(BPF_LD_W_ABS, OFF_NR));
@@ -172,7 +176,7 @@ mod tests {
     }
 
     const RESERVED: u64 = 0x7f30_0000_0000;
-    const STUB: u64 = 0x7f55_1234_5000;
+    const STUB: u64 = 0x7f55_1234_0000;
 
     #[test]
     fn a_pointer_into_the_reserved_range_in_any_argument_is_traced() {
@@ -207,7 +211,7 @@ mod tests {
         );
         let tracked = [3, RESERVED + 64, 64, 0, 0, 0];
         assert_eq!(
-            run(&p, &data(STUB + 0x123, tracked)),
+            run(&p, &data(STUB + 0xf123, tracked)),
             libc::SECCOMP_RET_ALLOW
         );
     }

@@ -24,8 +24,14 @@
 //! The same page holds a `syscall; int3` gadget the general (single-step)
 //! path uses to inject `mprotect` calls.
 
-/// Size of the stub page.
-pub(crate) const STUB_AREA_SIZE: usize = 4096;
+/// One thread's stub: a page with its save area and its code.
+pub(crate) const SLOT_SIZE: usize = 4096;
+/// Threads that can be in a stub at the same time; a thread beyond these
+/// gets the single-step path.
+pub(crate) const SLOTS: usize = 16;
+/// Size of the stub area (mapped aligned to its size, so the seccomp filter
+/// can tell an instruction address in it by its upper bits).
+pub(crate) const STUB_AREA_SIZE: usize = SLOT_SIZE * SLOTS;
 /// Offset of the register save area (6 slots of 8 bytes).
 const SAVE_OFFSET: u64 = 0;
 /// Offset of the `syscall; int3` gadget.
@@ -164,13 +170,14 @@ pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], end: End) -> 
         }
         End::Trap => e.bytes(&[0xcc]),
     }
-    debug_assert!(e.code.len() as u64 <= STUB_AREA_SIZE as u64 - CODE_OFFSET);
+    debug_assert!(e.code.len() as u64 <= SLOT_SIZE as u64 - CODE_OFFSET);
     e.code
 }
 
-/// True if `ip` lies inside the per-fault stub code.
+/// True if `ip` lies inside the per-fault code of any slot of the area at
+/// `base`.
 pub(crate) fn is_in_code(base: u64, ip: u64) -> bool {
-    ip >= base + CODE_OFFSET && ip < base + STUB_AREA_SIZE as u64
+    ip >= base && ip < base + STUB_AREA_SIZE as u64 && (ip - base) % SLOT_SIZE as u64 >= CODE_OFFSET
 }
 
 #[cfg(test)]

@@ -35,11 +35,14 @@ pub(crate) struct Call {
     pub(crate) unsupported: Vec<Unsupported>,
     pub(crate) notes: Vec<Note>,
     pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
-    /// A system call of the calling thread running in the stub.
-    pub(crate) in_kernel: Option<crate::kernel::InKernel>,
+    /// System calls running in a stub, per thread.
+    pub(crate) in_kernel: HashMap<pid_t, crate::kernel::InKernel>,
+    /// The threads of the call: the calling thread, the threads it created
+    /// during the call, and any thread that touched a protected page.
+    pub(crate) threads: std::collections::BTreeSet<pid_t>,
     /// Writes whose bytes are read back at the thread's next stop:
     /// `(index into accesses, address, bytes to read)`.
-    pub(crate) pending: Vec<(usize, u64, usize)>,
+    pub(crate) pending: Vec<(pid_t, usize, u64, usize)>,
     pub(crate) cache: HashMap<u64, Rc<Decoded>>,
     pub(crate) stats: Stats,
     requests_at_start: u64,
@@ -61,8 +64,10 @@ pub(crate) struct Supervisor {
     pub(crate) stub_base: u64,
     pub(crate) pt: Ptrace,
     pub(crate) call: Option<Call>,
-    /// The stub code last written, to skip identical rewrites.
-    pub(crate) last_stub: Vec<u8>,
+    /// The stub code last written in each slot, to skip identical rewrites.
+    pub(crate) last_stub: Vec<Vec<u8>>,
+    /// Each thread's stub slot, assigned at its first need and kept.
+    pub(crate) slots: HashMap<pid_t, usize>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -119,7 +124,8 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         stub_base,
         pt,
         call: None,
-        last_stub: Vec::new(),
+        last_stub: vec![Vec::new(); crate::stub::SLOTS],
+        slots: HashMap::new(),
     };
     sup.run()
 }
@@ -137,6 +143,19 @@ fn pin_to_current_cpu() -> Option<usize> {
     // SAFETY: `one` is a valid cpu_set_t of the size given.
     let ok = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } == 0;
     ok.then_some(cpu)
+}
+
+/// True unless thread `tid` of process `pid` has exited (a zombie waiting for
+/// the tracer, or gone).
+fn thread_is_running(pid: pid_t, tid: pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')')?;
+            s.get(after + 2..after + 3)
+                .map(|state| !matches!(state, "Z" | "X"))
+        })
+        .unwrap_or(false)
 }
 
 /// Prints a supervisor message on stderr.
@@ -194,6 +213,13 @@ impl Supervisor {
                     std::process::exit(101);
                 }
             };
+            self.dispatch(event);
+        }
+    }
+
+    /// Handles one stop or exit.
+    pub(crate) fn dispatch(&mut self, event: WaitEvent) {
+        {
             if let Some(call) = &mut self.call
                 && event.tid() == Some(call.tid)
             {
@@ -203,6 +229,9 @@ impl Supervisor {
                 WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
                 WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
+                    if let Some(call) = &mut self.call {
+                        call.threads.remove(&tid);
+                    }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
                         report(format_args!(
                             "the thread of the traced call (tid {tid}) exited during the call"
@@ -221,6 +250,8 @@ impl Supervisor {
                         self.ok(tid, |pt| pt.listen(tid));
                     } else if event == libc::PTRACE_EVENT_SECCOMP {
                         self.on_seccomp(tid);
+                    } else if event == libc::PTRACE_EVENT_CLONE {
+                        self.on_clone(tid);
                     } else {
                         self.resume(tid, 0);
                     }
@@ -229,6 +260,17 @@ impl Supervisor {
                 WaitEvent::Other => {}
             }
         }
+    }
+
+    /// A thread of the call created a thread: it belongs to the call too.
+    fn on_clone(&mut self, tid: pid_t) {
+        if let Ok(new) = self.pt.geteventmsg(tid)
+            && let Some(call) = &mut self.call
+            && call.threads.contains(&tid)
+        {
+            call.threads.insert(new as pid_t);
+        }
+        self.resume(tid, 0);
     }
 
     /// Runs a ptrace operation; a thread that died meanwhile (ESRCH) is not
@@ -246,9 +288,7 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, tid: pid_t, signal: c_int) {
-        if self.call.as_ref().is_some_and(|c| c.tid == tid) {
-            self.read_back_writes();
-        }
+        self.read_back_writes_of(Some(tid));
         match signal {
             libc::SIGSTOP if self.is_doorbell(tid) => self.on_request(tid),
             libc::SIGSEGV => self.on_segv(tid),
@@ -334,7 +374,6 @@ impl Supervisor {
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
         let merged = crate::client::merged_spans(&start.regions);
-        self.last_stub.clear();
         self.call = Some(Call {
             tid: start.tid,
             test: start.test,
@@ -345,7 +384,8 @@ impl Supervisor {
             unsupported: Vec::new(),
             notes: Vec::new(),
             unknown_syscalls: Vec::new(),
-            in_kernel: None,
+            in_kernel: HashMap::new(),
+            threads: std::collections::BTreeSet::from([start.tid]),
             pending: Vec::new(),
             cache: HashMap::new(),
             stats: Stats {
@@ -357,10 +397,25 @@ impl Supervisor {
     }
 
     fn end_call_state(&mut self) -> Trace {
-        self.read_back_writes();
+        self.read_back_writes_of(None);
         let Some(mut call) = self.call.take() else {
             return Trace::default();
         };
+        for &tid in call.threads.iter().filter(|&&t| t != call.tid) {
+            if thread_is_running(self.child, tid) {
+                call.notes.push(crate::event::Note {
+                    ip: 0,
+                    insn: String::new(),
+                    region: None,
+                    offset: 0,
+                    text: format!(
+                        "thread {tid}, created during the call, is still running: its \
+                         accesses after the call are not traced"
+                    ),
+                    tid,
+                });
+            }
+        }
         call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
         Trace::new(
             call.regions,
@@ -372,11 +427,20 @@ impl Supervisor {
         )
     }
 
-    /// Reads the bytes of the call's pending writes: the instruction has run
-    /// and no other instruction can have touched those protected bytes since.
-    pub(crate) fn read_back_writes(&mut self) {
+    /// Reads the bytes of the pending writes of `tid` (of every thread for
+    /// `None`): the instruction has run and no other instruction can have
+    /// touched those protected bytes since.
+    pub(crate) fn read_back_writes_of(&mut self, tid: Option<pid_t>) {
         let Some(call) = &mut self.call else { return };
-        for (index, addr, len) in call.pending.drain(..) {
+        if call.pending.is_empty() {
+            return;
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = call
+            .pending
+            .drain(..)
+            .partition(|p| tid.is_none_or(|t| t == p.0));
+        call.pending = keep;
+        for (_, index, addr, len) in done {
             let mut bytes = vec![0u8; len];
             match self.mem.read_at(&mut bytes, addr) {
                 Ok(n) => bytes.truncate(n),
@@ -397,11 +461,11 @@ impl Supervisor {
         // user-sent one it aliases si_pid, and si_code <= 0 rules it out).
         let addr = unsafe { info.si_addr() } as u64;
         let ours = info.si_code == SEGV_ACCERR
-            && self
-                .call
-                .as_ref()
-                .is_some_and(|c| c.tid == tid && c.is_protected(addr, 1));
+            && self.call.as_ref().is_some_and(|c| c.is_protected(addr, 1));
         if ours {
+            if let Some(call) = &mut self.call {
+                call.threads.insert(tid);
+            }
             self.on_fault(tid, addr);
         } else {
             self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));

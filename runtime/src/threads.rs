@@ -1,0 +1,99 @@
+//! Several threads in one call: each gets its own stub slot, and while one
+//! runs an instruction with protected pages open, the call's other threads
+//! are stopped, so that none of them reads or writes those pages unseen.
+//!
+//! A call's threads are the calling thread, the threads its threads create
+//! during the call (clone events), and any thread that faults on a protected
+//! page (a new thread's first fault can come before its parent's clone
+//! event). With one thread nothing is stopped and the stub returns by itself
+//! (one stop per fault); with more, each fault costs an interrupt, a stop and
+//! a resume per other thread, and the stub ends in a trap so the supervisor
+//! knows when the pages are closed again.
+
+use libc::pid_t;
+
+use crate::ptrace::{self, PTRACE_EVENT_STOP, WaitEvent};
+use crate::stub;
+use crate::supervisor::{Supervisor, report};
+
+/// Threads stopped for an exclusive section: each with the event it stopped
+/// with instead of our interrupt, if any, to handle afterwards.
+pub(crate) type Stopped = Vec<(pid_t, Option<WaitEvent>)>;
+
+impl Supervisor {
+    /// The base address of stub slot `slot`.
+    pub(crate) fn slot_base(&self, slot: usize) -> u64 {
+        self.stub_base + (slot * stub::SLOT_SIZE) as u64
+    }
+
+    /// `tid`'s stub slot, assigned at its first need; `None` when every slot
+    /// is taken (the thread then gets the single-step path).
+    pub(crate) fn slot_of(&mut self, tid: pid_t) -> Option<usize> {
+        if let Some(&s) = self.slots.get(&tid) {
+            return Some(s);
+        }
+        let used = self.slots.len();
+        (used < stub::SLOTS).then(|| {
+            self.slots.insert(tid, used);
+            used
+        })
+    }
+
+    /// Stops every other thread of the call; `None` if there is none.
+    pub(crate) fn stop_other_threads(&mut self, tid: pid_t) -> Option<Stopped> {
+        let others: Vec<pid_t> = self
+            .call
+            .as_ref()?
+            .threads
+            .iter()
+            .copied()
+            .filter(|&t| t != tid)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let mut stopped = Stopped::new();
+        for other in others {
+            if self.pt.interrupt(other).is_err() {
+                self.forget_thread(other);
+                continue;
+            }
+            match ptrace::wait_tid(other) {
+                Ok(WaitEvent::EventStop { event, .. }) if event == PTRACE_EVENT_STOP => {
+                    stopped.push((other, None));
+                }
+                Ok(e @ (WaitEvent::Exited { .. } | WaitEvent::Killed { .. })) => {
+                    self.forget_thread(other);
+                    // The main loop would have seen it: let it see it now.
+                    stopped.push((other, Some(e)));
+                }
+                Ok(e) => stopped.push((other, Some(e))),
+                Err(e) => {
+                    report(format_args!("cannot stop thread {other}: {e}"));
+                    self.forget_thread(other);
+                }
+            }
+        }
+        if let Some(call) = &mut self.call {
+            call.stats.threads_stopped += stopped.len() as u64;
+        }
+        Some(stopped)
+    }
+
+    /// Resumes the threads `stop_other_threads` stopped; those that had
+    /// stopped for a reason of their own have it handled now.
+    pub(crate) fn release_threads(&mut self, stopped: Stopped) {
+        for (tid, event) in stopped {
+            match event {
+                None => self.resume(tid, 0),
+                Some(e) => self.dispatch(e),
+            }
+        }
+    }
+
+    fn forget_thread(&mut self, tid: pid_t) {
+        if let Some(call) = &mut self.call {
+            call.threads.remove(&tid);
+        }
+    }
+}
