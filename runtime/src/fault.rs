@@ -203,7 +203,7 @@ impl Supervisor {
         d
     }
 
-    fn all_protected(&self) -> Ranges {
+    pub(crate) fn all_protected(&self) -> Ranges {
         self.call
             .as_ref()
             .map(|c| c.protected.iter().map(|&(s, e)| (s, e - s)).collect())
@@ -569,7 +569,7 @@ impl Supervisor {
     }
 
     /// Runs `mprotect(range, prot)` in the tracee through the gadget.
-    fn inject_mprotect(
+    pub(crate) fn inject_mprotect(
         &mut self,
         tid: pid_t,
         base: &user_regs_struct,

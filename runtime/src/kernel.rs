@@ -48,7 +48,7 @@ impl Supervisor {
     /// A seccomp stop: `tid` is entering a system call that points into the
     /// buffer range.
     pub(crate) fn on_seccomp(&mut self, tid: pid_t) {
-        if self.call.is_none() {
+        if self.call.is_none() || self.is_foreign(tid) {
             // Outside a call the buffers are ordinary memory.
             return self.resume(tid, 0);
         }

@@ -135,6 +135,11 @@ impl Ptrace {
         Ok(msg)
     }
 
+    /// `PTRACE_DETACH`, delivering no signal.
+    pub(crate) fn detach(&mut self, tid: pid_t) -> io::Result<()> {
+        self.raw(libc::PTRACE_DETACH, tid, 0, 0).map(drop)
+    }
+
     /// `PTRACE_INTERRUPT`: stop a running tracee (a `PTRACE_EVENT_STOP`).
     pub(crate) fn interrupt(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)

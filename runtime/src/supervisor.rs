@@ -68,13 +68,18 @@ pub(crate) struct Supervisor {
     pub(crate) last_stub: Vec<Vec<u8>>,
     /// Each thread's stub slot, assigned at its first need and kept.
     pub(crate) slots: HashMap<pid_t, usize>,
+    /// Processes forked by the test process (and their threads), traced so
+    /// their copies of protected pages can be opened for them.
+    pub(crate) foreign: std::collections::HashSet<pid_t>,
 }
 
 /// `PTRACE_O_*` options for the seize.
 const SEIZE_OPTIONS: c_int = libc::PTRACE_O_EXITKILL
     | libc::PTRACE_O_TRACESYSGOOD
     | libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACESECCOMP;
+    | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEEXEC;
 
 /// Seizes `child` and supervises it until it exits; never returns.
 pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> ! {
@@ -126,6 +131,7 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         call: None,
         last_stub: vec![Vec::new(); crate::stub::SLOTS],
         slots: HashMap::new(),
+        foreign: std::collections::HashSet::new(),
     };
     sup.run()
 }
@@ -252,12 +258,72 @@ impl Supervisor {
                         self.on_seccomp(tid);
                     } else if event == libc::PTRACE_EVENT_CLONE {
                         self.on_clone(tid);
+                    } else if event == libc::PTRACE_EVENT_FORK {
+                        self.on_fork(tid);
+                    } else if event == libc::PTRACE_EVENT_EXEC && self.is_foreign(tid) {
+                        // A forked process runs another program: let it go.
+                        self.ok(tid, |pt| pt.detach(tid));
                     } else {
                         self.resume(tid, 0);
                     }
                 }
                 WaitEvent::SyscallStop { tid } => self.resume(tid, 0),
                 WaitEvent::Other => {}
+            }
+        }
+    }
+
+    /// The test process forked: the child is traced (so that its copy of the
+    /// protected pages can be opened for it) but is not part of any call.
+    fn on_fork(&mut self, tid: pid_t) {
+        if let Ok(child) = self.pt.geteventmsg(tid) {
+            self.foreign.insert(child as pid_t);
+        }
+        self.resume(tid, 0);
+    }
+
+    /// True if `tid` is not a thread of the test process: a forked child or
+    /// one of its threads.
+    pub(crate) fn is_foreign(&mut self, tid: pid_t) -> bool {
+        if self.foreign.contains(&tid) {
+            return true;
+        }
+        if tid == self.child || self.call.as_ref().is_some_and(|c| c.threads.contains(&tid)) {
+            return false;
+        }
+        let foreign = !std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists();
+        if foreign {
+            self.foreign.insert(tid);
+        }
+        foreign
+    }
+
+    /// A forked child touched its copy of a protected page: open all of them
+    /// in the child (its accesses are not traced) and let it go on.
+    fn open_pages_in_child(&mut self, tid: pid_t) {
+        let spans = self.all_protected();
+        let result = (|| -> io::Result<()> {
+            let regs = self.pt.getregs(tid)?;
+            let mut deferred = Vec::new();
+            for span in spans {
+                self.inject_mprotect(
+                    tid,
+                    &regs,
+                    span,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    &mut deferred,
+                )?;
+            }
+            self.pt.setregs(tid, &regs)
+        })();
+        match result {
+            Ok(()) => self.resume(tid, 0),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => {
+                report(format_args!(
+                    "cannot open the protected pages in forked process {tid}: {e}"
+                ));
+                self.resume(tid, libc::SIGSEGV);
             }
         }
     }
@@ -462,7 +528,9 @@ impl Supervisor {
         let addr = unsafe { info.si_addr() } as u64;
         let ours = info.si_code == SEGV_ACCERR
             && self.call.as_ref().is_some_and(|c| c.is_protected(addr, 1));
-        if ours {
+        if ours && self.is_foreign(tid) {
+            self.open_pages_in_child(tid);
+        } else if ours {
             if let Some(call) = &mut self.call {
                 call.threads.insert(tid);
             }
