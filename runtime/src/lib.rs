@@ -19,6 +19,7 @@ mod launch;
 mod protocol;
 mod ptrace;
 mod seccomp;
+mod sigstate;
 mod stub;
 mod supervisor;
 mod symbols;

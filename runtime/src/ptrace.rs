@@ -135,6 +135,24 @@ impl Ptrace {
         Ok(msg)
     }
 
+    /// `PTRACE_SYSCALL`: run to the next system-call entry or exit.
+    pub(crate) fn syscall(&mut self, tid: pid_t) -> io::Result<()> {
+        self.raw(libc::PTRACE_SYSCALL, tid, 0, 0).map(drop)
+    }
+
+    /// `PTRACE_GETSIGMASK`: the thread's blocked signals.
+    pub(crate) fn getsigmask(&mut self, tid: pid_t) -> io::Result<u64> {
+        let mut mask: u64 = 0;
+        self.raw(libc::PTRACE_GETSIGMASK, tid, 8, (&raw mut mask) as usize)?;
+        Ok(mask)
+    }
+
+    /// `PTRACE_SETSIGMASK`.
+    pub(crate) fn setsigmask(&mut self, tid: pid_t, mask: u64) -> io::Result<()> {
+        self.raw(libc::PTRACE_SETSIGMASK, tid, 8, (&raw const mask) as usize)
+            .map(drop)
+    }
+
     /// `PTRACE_DETACH`, delivering no signal.
     pub(crate) fn detach(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_DETACH, tid, 0, 0).map(drop)

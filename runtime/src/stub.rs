@@ -44,6 +44,8 @@ pub(crate) const GADGET: [u8; 3] = [0x0f, 0x05, 0xcc];
 pub(crate) const CLIENT_GADGET_OFFSET: u64 = 0x48;
 /// That gadget's bytes: `syscall` (0F 05), `ret` (C3).
 pub(crate) const CLIENT_GADGET: [u8; 3] = [0x0f, 0x05, 0xc3];
+/// Offset of 32 bytes of scratch memory (a `struct sigaction`).
+pub(crate) const SCRATCH_OFFSET: u64 = 0x50;
 /// Offset of the per-fault stub code.
 pub(crate) const CODE_OFFSET: u64 = 0x80;
 /// At most this many page ranges are opened for one instruction (each costs

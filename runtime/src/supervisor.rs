@@ -37,6 +37,8 @@ pub(crate) struct Call {
     pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
     /// System calls running in a stub, per thread.
     pub(crate) in_kernel: HashMap<pid_t, crate::kernel::InKernel>,
+    /// Signal state of the calling thread to restore after our faults.
+    pub(crate) saved_signals: Vec<crate::sigstate::Saved>,
     /// The threads of the call: the calling thread, the threads it created
     /// during the call, and any thread that touched a protected page.
     pub(crate) threads: std::collections::BTreeSet<pid_t>,
@@ -440,6 +442,7 @@ impl Supervisor {
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
         let merged = crate::client::merged_spans(&start.regions);
+        let saved_signals = self.save_signal_state(start.tid);
         self.call = Some(Call {
             tid: start.tid,
             test: start.test,
@@ -451,6 +454,7 @@ impl Supervisor {
             notes: Vec::new(),
             unknown_syscalls: Vec::new(),
             in_kernel: HashMap::new(),
+            saved_signals,
             threads: std::collections::BTreeSet::from([start.tid]),
             pending: Vec::new(),
             cache: HashMap::new(),
@@ -534,6 +538,7 @@ impl Supervisor {
             if let Some(call) = &mut self.call {
                 call.threads.insert(tid);
             }
+            self.restore_signal_state(tid);
             self.on_fault(tid, addr);
         } else {
             self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));
