@@ -577,20 +577,30 @@ impl Supervisor {
         prot: c_int,
         deferred: &mut Vec<c_int>,
     ) -> io::Result<()> {
+        // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK:
+        // a signal interrupted the call; the kernel would restart it, so do
+        // we (as gVisor's ptrace platform does).
+        const RESTART: [i64; 4] = [-512, -513, -514, -516];
         let mut r = *base;
-        r.rax = libc::SYS_mprotect as u64;
         r.rdi = start;
         r.rsi = len;
         r.rdx = prot as u64;
-        r.rip = self.stub_base + stub::GADGET_OFFSET;
-        self.pt.setregs(tid, &r)?;
-        self.pt.cont(tid, 0)?;
-        self.wait_trap(tid, Resume::Continue, deferred)?;
-        let done = self.pt.getregs(tid)?;
-        if done.rax != 0 {
-            return Err(io::Error::from_raw_os_error(-(done.rax as i64) as i32));
+        r.orig_rax = u64::MAX;
+        for _ in 0..8 {
+            r.rax = libc::SYS_mprotect as u64;
+            r.rip = self.stub_base + stub::GADGET_OFFSET;
+            self.pt.setregs(tid, &r)?;
+            self.pt.cont(tid, 0)?;
+            self.wait_trap(tid, Resume::Continue, deferred)?;
+            let done = self.pt.getregs(tid)?.rax as i64;
+            if done == 0 {
+                return Ok(());
+            }
+            if !RESTART.contains(&done) {
+                return Err(io::Error::from_raw_os_error(-done as i32));
+            }
         }
-        Ok(())
+        Err(io::Error::other("mprotect kept being interrupted"))
     }
 
     /// Waits for `tid`'s SIGTRAP (int3 or single-step); other signals that

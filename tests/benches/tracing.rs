@@ -322,6 +322,31 @@ fn main() {
         }
         let _ = std::fs::remove_file(&path);
     }
+    for threads in [1, 4] {
+        // Native threads writing a buffer at once: with more than one thread in
+        // the call, the others are stopped while one runs with pages open.
+        const N: usize = 2000;
+        let mut buf = t.buffer("buf", N);
+        let what = if threads == 1 {
+            "byte stores from 1 native thread (parallel_fill)"
+        } else {
+            "byte stores from 4 native threads at once (parallel_fill)"
+        };
+        rows.push(measure(what, "access", || {
+            let mut tids = [0i32; 4];
+            let start = Instant::now();
+            // SAFETY: the buffer holds N bytes, `tids` room for 4 ints.
+            let (_, trace) = t.call(|| unsafe {
+                traced_ffi_fixtures::os::parallel_fill(
+                    buf.as_mut_ptr(),
+                    N,
+                    threads,
+                    tids.as_mut_ptr(),
+                )
+            });
+            (start.elapsed(), trace, N)
+        }));
+    }
     const EMPTY_CALLS: usize = 2000;
     rows.push(measure(
         "empty traced call (3 buffers registered)",
