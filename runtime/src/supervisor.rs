@@ -73,6 +73,9 @@ pub(crate) struct Supervisor {
     /// Processes forked by the test process (and their threads), traced so
     /// their copies of protected pages can be opened for them.
     pub(crate) foreign: std::collections::HashSet<pid_t>,
+    /// Threads stopped with an event the supervisor consumed (while stopping
+    /// the others for an exclusive section) and has not handled yet.
+    pub(crate) held: std::collections::HashSet<pid_t>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -134,6 +137,7 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         last_stub: vec![Vec::new(); crate::stub::SLOTS],
         slots: HashMap::new(),
         foreign: std::collections::HashSet::new(),
+        held: std::collections::HashSet::new(),
     };
     sup.run()
 }
@@ -237,6 +241,7 @@ impl Supervisor {
                 WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
                 WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
+                    self.slots.remove(&tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
                     }

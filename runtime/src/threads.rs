@@ -26,17 +26,20 @@ impl Supervisor {
         self.stub_base + (slot * stub::SLOT_SIZE) as u64
     }
 
-    /// `tid`'s stub slot, assigned at its first need; `None` when every slot
-    /// is taken (the thread then gets the single-step path).
+    /// `tid`'s stub slot, assigned at its first need and freed when the thread
+    /// exits; `None` when every slot is taken (the thread then gets the
+    /// single-step path).
     pub(crate) fn slot_of(&mut self, tid: pid_t) -> Option<usize> {
         if let Some(&s) = self.slots.get(&tid) {
             return Some(s);
         }
-        let used = self.slots.len();
-        (used < stub::SLOTS).then(|| {
-            self.slots.insert(tid, used);
-            used
-        })
+        let free = (0..stub::SLOTS).find(|s| !self.slots.values().any(|v| v == s))?;
+        self.slots.insert(tid, free);
+        if let Some(last) = self.last_stub.get_mut(free) {
+            // Whatever the slot held belongs to a thread that has exited.
+            last.clear();
+        }
+        Some(free)
     }
 
     /// Stops every other thread of the call; `None` if there is none.
@@ -47,7 +50,7 @@ impl Supervisor {
             .threads
             .iter()
             .copied()
-            .filter(|&t| t != tid)
+            .filter(|&t| t != tid && !self.held.contains(&t))
             .collect();
         if others.is_empty() {
             return None;
@@ -67,7 +70,12 @@ impl Supervisor {
                     // The main loop would have seen it: let it see it now.
                     stopped.push((other, Some(e)));
                 }
-                Ok(e) => stopped.push((other, Some(e))),
+                Ok(e) => {
+                    // Stopped for a reason of its own, which is now consumed:
+                    // it stays stopped until `release_threads` handles it.
+                    self.held.insert(other);
+                    stopped.push((other, Some(e)));
+                }
                 Err(e) => {
                     report(format_args!("cannot stop thread {other}: {e}"));
                     self.forget_thread(other);
@@ -83,11 +91,18 @@ impl Supervisor {
     /// Resumes the threads `stop_other_threads` stopped; those that had
     /// stopped for a reason of their own have it handled now.
     pub(crate) fn release_threads(&mut self, stopped: Stopped) {
+        // Resume the interrupted threads first: handling another thread's event
+        // may stop them again, and an interrupt only stops a running thread.
+        let mut events = Vec::new();
         for (tid, event) in stopped {
             match event {
                 None => self.resume(tid, 0),
-                Some(e) => self.dispatch(e),
+                Some(e) => events.push((tid, e)),
             }
+        }
+        for (tid, e) in events {
+            self.held.remove(&tid);
+            self.dispatch(e);
         }
     }
 

@@ -347,6 +347,31 @@ fn main() {
             (start.elapsed(), trace, N)
         }));
     }
+    for threads in [1, 4] {
+        // `add dword [m], 1` (the stub path) from several native threads: the others
+        // are stopped while one runs with its page open.
+        const WORDS: usize = 256;
+        const ROUNDS: i32 = 4;
+        let mut buf = t.buffer("words", 4 * WORDS);
+        let what = if threads == 1 {
+            "add [m],1 from 1 native thread (parallel_add)"
+        } else {
+            "add [m],1 from 4 native threads at once (parallel_add)"
+        };
+        rows.push(measure(what, "instruction", || {
+            let start = Instant::now();
+            // SAFETY: the buffer holds WORDS u32s, 4-aligned.
+            let (_, trace) = t.call(|| unsafe {
+                traced_ffi_fixtures::os::parallel_add(
+                    buf.as_mut_ptr().cast(),
+                    WORDS,
+                    threads,
+                    ROUNDS,
+                )
+            });
+            (start.elapsed(), trace, WORDS * ROUNDS as usize)
+        }));
+    }
     const EMPTY_CALLS: usize = 2000;
     rows.push(measure(
         "empty traced call (3 buffers registered)",

@@ -193,3 +193,92 @@ fn a_detached_thread_outliving_the_call_is_noted_and_writes_later_untraced(t: &m
         assert_tracer_still_works(t);
     });
 }
+
+/// Four threads each doing `add dword [m], 1` over their own words, ten rounds: every
+/// read-modify-write is recorded once (a Read of the old value, a Write of the new one)
+/// with its thread's id, and the other threads are stopped while one runs its
+/// instruction in the stub (`stats().threads_stopped`).
+#[traced_ffi]
+fn threads_adding_through_the_stub_record_every_add_once_with_their_tid(t: &mut Tracer) {
+    isolated(t, |t| {
+        const WORDS: usize = 64;
+        const THREADS: c_int = 4;
+        const ROUNDS: c_int = 10;
+        let mut buf = t.buffer("words", 4 * WORDS);
+        let p = buf.as_mut_ptr().cast::<u32>();
+        // SAFETY: the buffer holds WORDS u32s and is 4-aligned (it ends at a page end).
+        let (rc, trace) = t.call(|| unsafe { fx::parallel_add(p, WORDS, THREADS, ROUNDS) });
+        assert_eq!(rc, 0);
+        let words: Vec<u32> = buf
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        assert!(words.iter().all(|&w| w == ROUNDS as u32), "{words:?}");
+        let me = current_tid();
+        for (i, _) in words.iter().enumerate() {
+            let mine: Vec<&Access> = trace
+                .accesses()
+                .iter()
+                .filter(|a| a.offset == 4 * i as isize)
+                .collect();
+            assert_eq!(mine.len(), 2 * ROUNDS as usize, "word {i}\n{trace}");
+            for (round, pair) in mine.chunks(2).enumerate() {
+                let old = (round as u32).to_le_bytes();
+                let new = (round as u32 + 1).to_le_bytes();
+                assert_eq!(
+                    (
+                        pair[0].kind,
+                        &pair[0].bytes[..],
+                        pair[1].kind,
+                        &pair[1].bytes[..]
+                    ),
+                    (
+                        traced_ffi::AccessKind::Read,
+                        &old[..],
+                        traced_ffi::AccessKind::Write,
+                        &new[..]
+                    ),
+                    "word {i}, round {round}"
+                );
+                assert!(pair[0].tid != me && pair[0].tid == pair[1].tid);
+            }
+        }
+        assert_eq!(trace.accesses().len(), 2 * WORDS * ROUNDS as usize);
+        assert!(trace.stats().threads_stopped > 0, "{:?}", trace.stats());
+        assert_tracer_still_works(t);
+    });
+}
+
+/// Two threads incrementing a counter under a `pthread_mutex_t`, both living in one
+/// traced buffer: the mutex works under contention (futex waits and wakes on the
+/// traced word), the count is right, and every increment's store is in the trace.
+#[traced_ffi]
+fn a_contended_mutex_in_a_traced_buffer_works_and_every_increment_is_recorded(t: &mut Tracer) {
+    isolated(t, |t| {
+        const THREADS: c_int = 2;
+        const TIMES: c_int = 300;
+        let mut buf = t.buffer("locked", fx::LOCKED_COUNTER_SIZE);
+        let p = buf.as_mut_ptr();
+        // SAFETY: the buffer holds the struct and is 8-aligned (48 bytes before a
+        // page end).
+        let (count, trace) = t.call(|| unsafe { fx::contended_count(p, THREADS, TIMES) });
+        assert_eq!(count, (THREADS * TIMES) as u32);
+        let counter_stores = trace
+            .accesses()
+            .iter()
+            .filter(|a| {
+                a.kind == traced_ffi::AccessKind::Write
+                    && a.offset == fx::LOCKED_COUNT_OFFSET as isize
+                    && a.syscall.is_none()
+            })
+            .count();
+        // The caller's `count = 0`, then one store per increment.
+        assert_eq!(
+            counter_stores,
+            1 + (THREADS * TIMES) as usize,
+            "{:?}",
+            trace.stats()
+        );
+        assert_tracer_still_works(t);
+    });
+}
