@@ -119,6 +119,13 @@ pub(crate) fn reserve() -> io::Result<u64> {
     Ok(start)
 }
 
+/// True if `addr` lies in the reservation.
+pub(crate) fn in_reservation(addr: u64) -> bool {
+    reservation()
+        .as_ref()
+        .is_some_and(|r| addr >= r.start && addr < r.start + RESERVATION_SIZE)
+}
+
 /// A free span of `len` bytes in the reservation, if there is one.
 fn take(len: u64) -> Option<u64> {
     let mut guard = reservation();

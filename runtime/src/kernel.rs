@@ -48,14 +48,20 @@ impl Supervisor {
     /// A seccomp stop: `tid` is entering a system call that points into the
     /// buffer range.
     pub(crate) fn on_seccomp(&mut self, tid: pid_t) {
-        if self.call.is_none() || self.is_foreign(tid) {
-            // Outside a call the buffers are ordinary memory.
-            return self.resume(tid, 0);
-        }
         let regs = match self.pt.getregs(tid) {
             Ok(r) => r,
             Err(_) => return self.resume(tid, 0),
         };
+        if regs.orig_rax == crate::futex::SYS_FUTEX
+            && !self.is_foreign(tid)
+            && self.on_futex(tid, &regs)
+        {
+            return;
+        }
+        if self.call.is_none() || self.is_foreign(tid) {
+            // Outside a call the buffers are ordinary memory.
+            return self.resume(tid, 0);
+        }
         let nr = regs.orig_rax;
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let mem = &self.mem;

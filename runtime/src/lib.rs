@@ -14,6 +14,7 @@ mod emulate;
 mod error;
 mod event;
 mod fault;
+mod futex;
 mod kernel;
 mod launch;
 mod protocol;

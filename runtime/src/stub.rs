@@ -29,6 +29,10 @@ pub(crate) const SLOT_SIZE: usize = 4096;
 /// Threads that can be in a stub at the same time; a thread beyond these
 /// gets the single-step path.
 pub(crate) const SLOTS: usize = 16;
+/// Slots for threads: the last page of the area holds the futex shadow words.
+pub(crate) const THREAD_SLOTS: usize = SLOTS - 1;
+/// Offset of the futex shadow words (see `futex.rs`).
+pub(crate) const SHADOW_OFFSET: u64 = (THREAD_SLOTS * SLOT_SIZE) as u64;
 /// Size of the stub area (mapped aligned to its size, so the seccomp filter
 /// can tell an instruction address in it by its upper bits).
 pub(crate) const STUB_AREA_SIZE: usize = SLOT_SIZE * SLOTS;

@@ -76,6 +76,10 @@ pub(crate) struct Supervisor {
     /// Threads stopped with an event the supervisor consumed (while stopping
     /// the others for an exclusive section) and has not handled yet.
     pub(crate) held: std::collections::HashSet<pid_t>,
+    /// Futex words in buffers and their shadow words (see `futex.rs`).
+    pub(crate) shadows: HashMap<u64, u64>,
+    /// Futex calls moved onto a shadow word, until their exit.
+    pub(crate) moved: HashMap<pid_t, crate::futex::Moved>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -138,6 +142,8 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         slots: HashMap::new(),
         foreign: std::collections::HashSet::new(),
         held: std::collections::HashSet::new(),
+        shadows: HashMap::new(),
+        moved: HashMap::new(),
     };
     sup.run()
 }
@@ -274,7 +280,11 @@ impl Supervisor {
                         self.resume(tid, 0);
                     }
                 }
-                WaitEvent::SyscallStop { tid } => self.resume(tid, 0),
+                WaitEvent::SyscallStop { tid } => {
+                    if !self.on_moved_syscall_stop(tid) {
+                        self.resume(tid, 0);
+                    }
+                }
                 WaitEvent::Other => {}
             }
         }
@@ -287,6 +297,11 @@ impl Supervisor {
             self.foreign.insert(child as pid_t);
         }
         self.resume(tid, 0);
+    }
+
+    /// True if `addr` lies in the address range reserved for buffers.
+    pub(crate) fn in_buffer_range(&self, addr: u64) -> bool {
+        crate::arena::in_reservation(addr)
     }
 
     /// True if `tid` is not a thread of the test process: a forked child or

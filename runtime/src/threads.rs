@@ -33,7 +33,7 @@ impl Supervisor {
         if let Some(&s) = self.slots.get(&tid) {
             return Some(s);
         }
-        let free = (0..stub::SLOTS).find(|s| !self.slots.values().any(|v| v == s))?;
+        let free = (0..stub::THREAD_SLOTS).find(|s| !self.slots.values().any(|v| v == s))?;
         self.slots.insert(tid, free);
         if let Some(last) = self.last_stub.get_mut(free) {
             // Whatever the slot held belongs to a thread that has exited.
