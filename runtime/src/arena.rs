@@ -66,9 +66,8 @@ pub(crate) fn reserve() -> io::Result<u64> {
     let len = 2 * RESERVATION_SIZE as usize;
     let mut mapped = None;
     for hint in RESERVATION_HINTS {
-        // SAFETY: an anonymous private PROT_NONE mapping at `hint`, which
-        // MAP_FIXED_NOREPLACE refuses if anything is mapped there; nothing is
-        // committed (MAP_NORESERVE).
+        // Nothing is committed (MAP_NORESERVE).
+        // SAFETY: an anonymous mapping at `hint`; MAP_FIXED_NOREPLACE refuses if taken.
         let p = unsafe {
             libc::mmap(
                 hint as *mut libc::c_void,
@@ -203,9 +202,9 @@ impl GuardedMapping {
             Some(addr) => (addr as *mut libc::c_void, libc::MAP_FIXED),
             None => (std::ptr::null_mut(), 0),
         };
-        // SAFETY: an anonymous private mapping, either at an address of the
-        // kernel's choosing or over a free span of the reservation that this
-        // process owns and nothing references.
+        // Either at an address of the kernel's choosing or over a free span of the
+        // reservation, which this process owns and nothing references.
+        // SAFETY: an anonymous private mapping over no memory anyone uses (see above).
         let base = unsafe {
             libc::mmap(
                 hint,

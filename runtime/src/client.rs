@@ -221,10 +221,10 @@ pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {
     }
     let gadget = stub + crate::stub::CLIENT_GADGET_OFFSET;
     let ret: i64;
-    // SAFETY: the gadget is `syscall; ret` in the stub page mapped by
-    // `launch`; it runs mprotect on ranges from regions the test registered
-    // (as above) and returns here. `syscall` clobbers rcx and r11; the call
-    // uses the stack, which the asm block is allowed to (no `nostack`).
+    // The gadget is `syscall; ret` in the stub page mapped by `launch`; it runs
+    // mprotect on ranges from regions the test registered (as above) and returns
+    // here. `syscall` clobbers rcx and r11; the call uses the stack (no `nostack`).
+    // SAFETY: see above: a syscall on our own ranges through our own gadget.
     unsafe {
         std::arch::asm!(
             "call {gadget}",

@@ -156,7 +156,8 @@ mod tests {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
                 }
                 BPF_RET_K => return i.k,
-                other => panic!("opcode {other:#x} not expected"),
+                // Not an opcode the program uses: an impossible result.
+                _ => return u32::MAX,
             }
             pc += 1;
         }

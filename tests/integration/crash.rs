@@ -18,9 +18,9 @@ const CHILD_TEST: &str = "crash::segfault_child";
 const UNMAPPED: usize = 16;
 
 fn write_to_unmapped_address() {
-    // SAFETY: deliberately not safe: this crashes the process. It runs only in the
-    // child process that `segfault_in_a_traced_call_is_reported_with_the_test_name`
-    // starts for this purpose.
+    // It runs only in the child process that
+    // `segfault_in_a_traced_call_is_reported_with_the_test_name` starts for this purpose.
+    // SAFETY: deliberately not safe: this crashes the (child) process.
     unsafe { o2::crash_write_to_address(UNMAPPED) }
 }
 

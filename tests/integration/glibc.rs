@@ -251,9 +251,8 @@ fn memchr_reads_up_to_the_byte_found(t: &mut Tracer) {
 }
 
 extern "C" fn compare_u32(a: *const c_void, b: *const c_void) -> c_int {
-    // SAFETY: qsort passes pointers to two elements of the u32 array it sorts, which
-    // starts 4-aligned (a buffer ends at a page end and holds 4 * N bytes). A plain
-    // dereference keeps the load in this function (no call to `ptr::read`).
+    // A plain dereference keeps the load in this function (no call to `ptr::read`).
+    // SAFETY: qsort passes two elements of the 4-aligned u32 array it sorts.
     let (a, b) = unsafe { (*a.cast::<u32>(), *b.cast::<u32>()) };
     a.cmp(&b) as c_int
 }

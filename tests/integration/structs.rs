@@ -84,9 +84,8 @@ fn tracked_triple_records_only_the_tracked_bytes(t: &mut Tracer, level: &Level) 
     let base = pages.0.as_mut_ptr();
     // SAFETY: TRIPLE_AT + 12 <= 8192: the pointer stays inside `pages`.
     let triple = unsafe { base.add(TRIPLE_AT) };
-    // SAFETY: `pages` is this test's own allocation, alive until after `untrack` below;
-    // its pages hold nothing else (page-aligned, two whole pages), and only this thread
-    // touches them.
+    // `pages` is page-aligned, two whole pages, and only this thread touches them.
+    // SAFETY: `pages` is this test's own allocation, alive until after `untrack` below.
     let tracked = unsafe { t.track("triple", triple, 12) };
     assert_eq!(tracked.addr(), triple as u64);
     assert_eq!(tracked.len(), 12);
