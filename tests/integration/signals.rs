@@ -346,3 +346,59 @@ fn sigalrm_every_millisecond_during_10000_reads_loses_and_repeats_none(t: &mut T
         assert_tracer_still_works(t);
     });
 }
+
+/// A stop signal that is not the tracer's (`kill(getpid(), SIGSTOP)`, as Ctrl-Z sends
+/// SIGTSTP) during a call is a group-stop: the supervisor leaves the process stopped
+/// (`PTRACE_LISTEN`) until a SIGCONT, here from a forked helper 200 ms later; the call
+/// then goes on and its trace is exact.
+#[traced_ffi]
+fn a_stop_signal_during_a_call_stops_the_process_until_sigcont(t: &mut Tracer) {
+    isolated(t, |t| {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // SAFETY: the child only calls async-signal-safe functions and exits.
+        let helper = unsafe { libc::fork() };
+        if helper == 0 {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 200_000_000,
+            };
+            // SAFETY: async-signal-safe calls in the forked child, then _exit.
+            unsafe {
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                libc::kill(me, libc::SIGCONT);
+                libc::_exit(0);
+            }
+        }
+        assert!(helper > 0, "fork failed");
+        let mut buf = t.buffer("buf", 2);
+        let p = buf.as_mut_ptr();
+        let start = std::time::Instant::now();
+        let ((), trace) = t.call(|| {
+            // SAFETY: `p` points at the 2-byte buffer.
+            unsafe {
+                std::ptr::write_volatile(p, 1);
+                libc::kill(me, libc::SIGSTOP);
+                std::ptr::write_volatile(p.add(1), 2);
+            }
+        });
+        let stopped_for = start.elapsed();
+        assert!(
+            stopped_for >= std::time::Duration::from_millis(150),
+            "the process stopped until the SIGCONT ({stopped_for:?})"
+        );
+        assert_eq!(&buf[..], &[1, 2]);
+        let written: Vec<(isize, Vec<u8>)> = trace
+            .accesses()
+            .iter()
+            .map(|a| (a.offset, a.bytes.clone()))
+            .collect();
+        assert_eq!(written, [(0, vec![1]), (1, vec![2])], "\n{trace}");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let waited = unsafe { libc::waitpid(helper, &mut status, 0) };
+        assert_eq!(waited, helper);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_tracer_still_works(t);
+    });
+}
