@@ -63,8 +63,8 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 /// and the stub page at `stub` (page-aligned).
 /// The system calls whose buffers are behind an `iovec` array or a
 /// `msghdr`: readv, writev, preadv, pwritev, preadv2, pwritev2, sendmsg,
-/// recvmsg.
-pub(crate) const INDIRECT: [u32; 8] = [19, 20, 295, 296, 327, 328, 46, 47];
+/// recvmsg, recvmmsg, sendmmsg.
+pub(crate) const INDIRECT: [u32; 10] = [19, 20, 295, 296, 327, 328, 46, 47, 299, 307];
 
 pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;

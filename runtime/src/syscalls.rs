@@ -50,6 +50,12 @@ enum Ptr {
         at: usize,
         out: bool,
     },
+    /// An array of `mmsghdr` at argument `at` with argument `cnt` entries.
+    MMsg {
+        at: usize,
+        cnt: usize,
+        out: bool,
+    },
 }
 
 struct Desc {
@@ -65,13 +71,15 @@ const STATX_SIZE: u64 = 256;
 const TIMESPEC: u64 = 16;
 /// `struct msghdr` on x86-64.
 const MSGHDR_SIZE: u64 = 56;
+/// `struct mmsghdr` on x86-64: a `msghdr`, the `msg_len` the kernel sets, padding.
+const MMSGHDR_SIZE: u64 = 64;
 /// `struct utsname`.
 const UTSNAME_SIZE: u64 = 390;
 /// Longest string read for a path.
 const MAX_STR: usize = 4096;
 
 fn desc(nr: u64) -> Option<Desc> {
-    use Ptr::{In, InOut, Iov, Msg, Out};
+    use Ptr::{In, InOut, Iov, MMsg, Msg, Out};
     use Size::{Arg, ArgTimes, Fixed, Ret, Str, U32After};
     let d = |name, ptrs| Some(Desc { name, ptrs });
     match nr {
@@ -119,6 +127,22 @@ fn desc(nr: u64) -> Option<Desc> {
         ),
         46 => d("sendmsg", &[Msg { at: 1, out: false }]),
         47 => d("recvmsg", &[Msg { at: 1, out: true }]),
+        299 => d(
+            "recvmmsg",
+            &[MMsg {
+                at: 1,
+                cnt: 2,
+                out: true,
+            }],
+        ),
+        307 => d(
+            "sendmmsg",
+            &[MMsg {
+                at: 1,
+                cnt: 2,
+                out: false,
+            }],
+        ),
         63 => d("uname", &[Out(0, Fixed(UTSNAME_SIZE))]),
         79 => d("getcwd", &[Out(0, Ret(1))]),
         83 => d("mkdir", &[In(0, Str)]),
@@ -332,6 +356,20 @@ pub(crate) fn effects(
                 c.segments(&v, total, kind);
             }
             Ptr::Msg { at, out } => msg_effects(&mut c, mem, args[at], out, ret),
+            Ptr::MMsg { at, cnt, out } => {
+                let n = args[cnt].min(1024);
+                // Before the call, every message; after, those it handled (the
+                // result), each with the length it set in `msg_len`.
+                let done = ret.map_or(n, |r| (r.max(0) as u64).min(n));
+                for i in 0..done {
+                    let hdr = args[at] + MMSGHDR_SIZE * i;
+                    let len = ret.map(|_| read_u32(mem, hdr + 56) as i64);
+                    msg_effects(&mut c, mem, hdr, out, len);
+                    if ret.is_some() {
+                        c.add(hdr + 56, 4, AccessKind::Write);
+                    }
+                }
+            }
         }
     }
     Some(c.done())

@@ -1059,3 +1059,71 @@ fn an_unknown_system_call_without_allow_unsupported_fails_the_test(t: &mut Trace
     // SAFETY: `buf` is valid for writes of an itimerval.
     let (_r, _trace) = t.call(|| unsafe { fx::sys_getitimer_real(p.cast()) });
 }
+
+/// `sendmmsg` then `recvmmsg` of two messages over a datagram socket pair, the
+/// `mmsghdr` arrays and iovecs untraced, the data in traced buffers: the kernel's
+/// reads of each message's data (as much as it sent), then on the other side its
+/// writes of each message received and of nothing else.
+#[traced_ffi]
+fn sendmmsg_and_recvmmsg_record_each_messages_data_named_by_the_call(t: &mut Tracer) {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    let mut out = t.buffer_from("out", &pattern(16, 21));
+    let mut inb = t.buffer("in", 16);
+    let mk = |base: *mut u8, lens: [usize; 2], offs: [usize; 2]| {
+        offs.iter()
+            .zip(lens)
+            .map(|(&o, l)| libc::iovec {
+                // SAFETY: the offsets stay inside the 16-byte buffer.
+                iov_base: unsafe { base.add(o) }.cast(),
+                iov_len: l,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut send_iov = mk(out.as_mut_ptr(), [5, 3], [0, 8]);
+    let mut recv_iov = mk(inb.as_mut_ptr(), [8, 8], [0, 8]);
+    // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) one.
+    let mut send: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut recv: [libc::mmsghdr; 2] = unsafe { std::mem::zeroed() };
+    for i in 0..2 {
+        send[i].msg_hdr.msg_iov = &raw mut send_iov[i];
+        send[i].msg_hdr.msg_iovlen = 1;
+        recv[i].msg_hdr.msg_iov = &raw mut recv_iov[i];
+        recv[i].msg_hdr.msg_iovlen = 1;
+    }
+    let (sent, trace) = t.call(|| {
+        // SAFETY: two valid mmsghdrs whose iovecs point into `out`.
+        unsafe { libc::sendmmsg(fds[0], send.as_mut_ptr(), 2, 0) }
+    });
+    assert_eq!(sent, 2, "\n{trace}");
+    assert_trace(
+        &trace,
+        &[
+            Want::kernel_read(&out, 0, &out[0..5], "sendmmsg"),
+            Want::kernel_read(&out, 8, &out[8..11], "sendmmsg"),
+        ],
+    );
+    let (received, trace) = t.call(|| {
+        // SAFETY: two valid mmsghdrs whose iovecs point into `in`.
+        unsafe { libc::recvmmsg(fds[1], recv.as_mut_ptr(), 2, 0, std::ptr::null_mut()) }
+    });
+    assert_eq!(received, 2, "\n{trace}");
+    assert_eq!((recv[0].msg_len, recv[1].msg_len), (5, 3));
+    assert_eq!(&inb[0..5], &out[0..5]);
+    assert_eq!(&inb[8..11], &out[8..11]);
+    assert_trace(
+        &trace,
+        &[
+            Want::kernel_write(&inb, 0, &out[0..5], "recvmmsg"),
+            Want::kernel_write(&inb, 8, &out[8..11], "recvmmsg"),
+        ],
+    );
+    // SAFETY: closing the descriptors made above.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
