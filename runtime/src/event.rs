@@ -173,9 +173,9 @@ pub struct UnknownSyscall {
 /// example. Notes do not fail a test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
-    /// The instruction's address.
+    /// The instruction's address (0 for a note about the call as a whole).
     pub ip: u64,
-    /// The instruction, disassembled.
+    /// The instruction, disassembled (empty for a note about the call).
     pub insn: String,
     /// The region it touched and where, if any (relative to the region's first byte).
     pub region: Option<RegionId>,
@@ -441,13 +441,17 @@ impl fmt::Display for Trace {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
         }
         for n in &self.notes {
-            writeln!(
-                f,
-                "  NOTE at {} `{}`: {}",
-                crate::symbols::describe_ip(n.ip),
-                n.insn,
-                n.text
-            )?;
+            if n.insn.is_empty() {
+                writeln!(f, "  NOTE: {}", n.text)?;
+            } else {
+                writeln!(
+                    f,
+                    "  NOTE at {} `{}`: {}",
+                    crate::symbols::describe_ip(n.ip),
+                    n.insn,
+                    n.text
+                )?;
+            }
         }
         for s in &self.unknown_syscalls {
             writeln!(
