@@ -118,6 +118,12 @@ pub(crate) fn reserve() -> io::Result<u64> {
     Ok(start)
 }
 
+/// True if the buffer range was reserved (and the seccomp filter installed
+/// for it).
+pub(crate) fn has_reservation() -> bool {
+    reservation().is_some()
+}
+
 /// True if `addr` lies in the reservation.
 pub(crate) fn in_reservation(addr: u64) -> bool {
     reservation()

@@ -81,6 +81,7 @@ pub fn begin_call(
             });
         }
     };
+    install_indirect_filter_once();
     let mut guard = client.sock.lock().unwrap_or_else(|p| p.into_inner());
     let affinity = client.cpu.and_then(pin_to);
     let io_err = |source| CallError::Io {
@@ -205,6 +206,27 @@ pub(crate) fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
         }
     }
     merged
+}
+
+/// Adds the per-thread seccomp filter for iovec-style system calls at this
+/// thread's first traced call (see `seccomp.rs`).
+fn install_indirect_filter_once() {
+    thread_local! {
+        static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if INSTALLED.with(|i| i.replace(true)) {
+        return;
+    }
+    let stub = crate::launch::STUB_BASE.load(std::sync::atomic::Ordering::Relaxed);
+    if stub != 0
+        && crate::arena::has_reservation()
+        && let Err(e) = crate::seccomp::install_indirect(stub)
+    {
+        eprintln!(
+            "traced-ffi: cannot add the seccomp filter for readv/writev-style calls ({e}); \
+             those calls on buffers will fail with EFAULT during traced calls"
+        );
+    }
 }
 
 pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {

@@ -13,9 +13,11 @@
 //! `SECCOMP_RET_ALLOW` otherwise. System calls made from the stub page (the
 //! supervisor's own `mprotect`s and the re-issued call) are always allowed.
 //! The calls that take their buffers through an `iovec` array or a `msghdr`
-//! (`readv`, `writev`, `preadv*`, `pwritev*`, `sendmsg`, `recvmsg`) hide the
-//! buffer addresses from the filter, so they always stop (a few
-//! microseconds each, also outside calls).
+//! (`readv`, `writev`, `preadv*`, `pwritev*`, `sendmsg`, `recvmsg`,
+//! `sendmmsg`, `recvmmsg`) hide the buffer addresses from the filter; a
+//! second filter, which a thread adds at its first traced call (and the
+//! threads it creates inherit), stops all of those: threads that never make
+//! a traced call do not pay for it.
 //!
 //! A filter cannot be removed and is inherited by children and across
 //! `exec`: a child process gets `ENOSYS` for a system call that passes an
@@ -82,12 +84,6 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
         // From the stub area: allow.
         jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
     ];
-    let indirect_at = p.len();
-    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
-    for nr in INDIRECT {
-        // Buffers behind a pointer: trace.
-        p.push(jump(BPF_JEQ_K, nr, 0, 0));
-    }
     let args_at = p.len();
     for arg in 0..6 {
         p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8 * arg + 4));
@@ -103,10 +99,6 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
     let to = |from: usize, target: usize| (target - from - 1) as u8;
     p[1].jf = to(1, allow_at);
     p[6].jt = to(6, allow_at);
-    for i in 0..INDIRECT.len() {
-        let at = indirect_at + 1 + i;
-        p[at].jt = to(at, trace_at);
-    }
     for arg in 0..6 {
         let at = args_at + 3 * arg + 2;
         p[at].jt = to(at, trace_at);
@@ -114,17 +106,60 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
     p
 }
 
+/// The filter a thread adds at its first traced call: the calls of
+/// [`INDIRECT`] stop, wherever their buffers are (calls from the stub area
+/// excepted). Threads that never make a traced call do not pay for it;
+/// threads the calling thread creates inherit it.
+pub(crate) fn program_indirect(stub: u64) -> Vec<libc::sock_filter> {
+    let mut p = vec![
+        stmt(BPF_LD_W_ABS, OFF_ARCH),
+        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 0),
+        stmt(BPF_LD_W_ABS, OFF_IP_HI),
+        jump(BPF_JEQ_K, (stub >> 32) as u32, 0, 3),
+        stmt(BPF_LD_W_ABS, OFF_IP_LO),
+        stmt(BPF_AND_K, STUB_MASK),
+        jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
+        stmt(BPF_LD_W_ABS, OFF_NR),
+    ];
+    let nrs_at = p.len();
+    for nr in INDIRECT {
+        // Buffers behind a pointer: trace.
+        p.push(jump(BPF_JEQ_K, nr, 0, 0));
+    }
+    let allow_at = p.len();
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    let trace_at = p.len();
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    p[1].jf = to(1, allow_at);
+    p[6].jt = to(6, allow_at);
+    for i in 0..INDIRECT.len() {
+        let at = nrs_at + i;
+        p[at].jt = to(at, trace_at);
+    }
+    p
+}
+
+/// Adds the [`program_indirect`] filter to the calling thread.
+pub(crate) fn install_indirect(stub: u64) -> io::Result<()> {
+    load(program_indirect(stub))
+}
+
 /// Installs the filter in this (single-threaded) process.
 pub(crate) fn install(reserved: u64, stub: u64) -> io::Result<()> {
-    let mut prog = program(reserved, stub);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_mut_ptr(),
-    };
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    load(program(reserved, stub))
+}
+
+/// Adds `prog` to the calling thread's filters (no-new-privs must be set).
+fn load(mut prog: Vec<libc::sock_filter>) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
     // SAFETY: `fprog` points at `prog`, which lives until the call returns
     // (the kernel copies the program).
     let r = unsafe {
@@ -193,8 +228,25 @@ mod tests {
     }
 
     #[test]
-    fn iovec_calls_are_traced_whatever_their_arguments() {
-        let p = program(RESERVED, STUB);
+    fn iovec_calls_are_traced_by_the_per_thread_filter_whatever_their_arguments() {
+        let p = program_indirect(STUB);
+        assert_eq!(
+            run(
+                &p,
+                &data(0x7f00_0000_1000, [1, 0x5555_0000_1000, 64, 0, 0, 0])
+            ),
+            libc::SECCOMP_RET_ALLOW,
+            "write of untracked memory"
+        );
+        assert_eq!(
+            run(&p, &{
+                let mut d = data(STUB + 0x80, [1, 0x5555_0000_1000, 2, 0, 0, 0]);
+                d[0] = 20;
+                d
+            }),
+            libc::SECCOMP_RET_ALLOW,
+            "writev from the stub"
+        );
         let mut d = data(0x7f00_0000_1000, [1, 0x5555_0000_1000, 2, 0, 0, 0]);
         for nr in INDIRECT {
             d[0] = nr;

@@ -252,6 +252,22 @@ fn main() {
                 });
             }
         };
+        let iov = [
+            libc::iovec {
+                iov_base: untracked.as_ptr().cast_mut().cast(),
+                iov_len: 32,
+            },
+            libc::iovec {
+                iov_base: untracked[32..].as_ptr().cast_mut().cast(),
+                iov_len: 32,
+            },
+        ];
+        let writev_loop = || {
+            for _ in 0..N {
+                // SAFETY: two iovecs over `untracked`; devnull is open.
+                std::hint::black_box(unsafe { libc::writev(devnull, iov.as_ptr(), 2) });
+            }
+        };
         let _buf = t.buffer("registered", 64);
         for (what, f) in [
             (
@@ -280,6 +296,36 @@ fn main() {
             row.us -= untraced;
             rows.push(row);
         }
+        // writev stops on a thread that has made a traced call (and on the threads
+        // it creates): its absolute cost outside and inside a call.
+        let outside = median(
+            (0..RUNS)
+                .map(|_| {
+                    let start = Instant::now();
+                    writev_loop();
+                    start.elapsed().as_secs_f64() * 1e6 / N as f64
+                })
+                .collect(),
+        );
+        rows.push(Row {
+            what: "writev(/dev/null, untracked) outside calls, absolute",
+            per: "syscall",
+            us: outside,
+            requests: 2.0,
+            stops: 1.0,
+            path: "-".to_owned(),
+        });
+        let mut inside = measure(
+            "writev(/dev/null, untracked) inside a call, absolute",
+            "syscall",
+            || {
+                let start = Instant::now();
+                let ((), trace) = t.call(writev_loop);
+                (start.elapsed(), trace, N)
+            },
+        );
+        inside.path = "-".to_owned();
+        rows.push(inside);
         // SAFETY: closing the descriptor opened above.
         unsafe { libc::close(devnull) };
     }
