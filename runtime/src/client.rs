@@ -220,7 +220,7 @@ fn install_indirect_filter_once() {
     let stub = crate::launch::STUB_BASE.load(std::sync::atomic::Ordering::Relaxed);
     if stub != 0
         && crate::arena::has_reservation()
-        && let Err(e) = crate::seccomp::install_indirect(stub)
+        && let Err(e) = crate::seccomp::install_indirect()
     {
         eprintln!(
             "traced-ffi: cannot add the seccomp filter for readv/writev-style calls ({e}); \

@@ -475,6 +475,7 @@ impl Supervisor {
                 if let Some(after) = after {
                     self.record_after(tid, decoded, after, &regs);
                 }
+                self.restore_signal_state(tid);
                 self.read_back_writes_of(Some(tid));
                 regs.rip = decoded.next_ip();
                 if let Err(e) = self.pt.setregs(tid, &regs) {
@@ -558,6 +559,7 @@ impl Supervisor {
                 if let Some(after) = after {
                     self.record_after(tid, decoded, after, &regs_after);
                 }
+                self.restore_signal_state(tid);
                 let signal = deferred.first().copied().unwrap_or(0);
                 self.resume(tid, signal);
             }

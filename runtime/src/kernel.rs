@@ -48,17 +48,23 @@ impl Supervisor {
     /// A seccomp stop: `tid` is entering a system call that points into the
     /// buffer range.
     pub(crate) fn on_seccomp(&mut self, tid: pid_t) {
+        // Not from the stub (its calls are allowed): earlier stores are done,
+        // and this call may overwrite them.
+        self.read_back_writes_of(Some(tid));
         let regs = match self.pt.getregs(tid) {
             Ok(r) => r,
             Err(_) => return self.resume(tid, 0),
         };
-        if regs.orig_rax == crate::futex::SYS_FUTEX
-            && !self.is_foreign(tid)
-            && self.on_futex(tid, &regs)
-        {
+        if self.is_foreign(tid) {
+            return self.resume(tid, 0);
+        }
+        if self.on_signal_syscall(tid, &regs) {
             return;
         }
-        if self.call.is_none() || self.is_foreign(tid) {
+        if regs.orig_rax == crate::futex::SYS_FUTEX && self.on_futex(tid, &regs) {
+            return;
+        }
+        if self.call.is_none() {
             // Outside a call the buffers are ordinary memory.
             return self.resume(tid, 0);
         }
@@ -184,6 +190,7 @@ impl Supervisor {
                 tid,
             });
         }
+        self.restore_signal_state(tid);
         let mut back = k.entry;
         back.rax = after.rax;
         back.orig_rax = after.orig_rax;

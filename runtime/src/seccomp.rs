@@ -47,6 +47,8 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
+/// BPF_JMP|BPF_JGE|BPF_K.
+const BPF_JGE_K: u16 = 0x35;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -68,7 +70,11 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 /// recvmsg, recvmmsg, sendmmsg.
 pub(crate) const INDIRECT: [u32; 10] = [19, 20, 295, 296, 327, 328, 46, 47, 299, 307];
 
-pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
+pub(crate) fn program(
+    reserved: u64,
+    stub: u64,
+    libc_text: Option<(u64, u64)>,
+) -> Vec<libc::sock_filter> {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const TRACE: u32 = libc::SECCOMP_RET_TRACE;
     let hi_mask = !((1u32 << (RESERVATION_SHIFT - 32)) - 1);
@@ -84,6 +90,21 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
         // From the stub area: allow.
         jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
     ];
+    // From this process's libc, rt_sigaction on SIGSEGV or SIGTRAP: the
+    // supervisor follows the handler (see `sigstate.rs`).
+    let mut action_jumps: Vec<(usize, bool)> = Vec::new();
+    let mut action_traces: Vec<usize> = Vec::new();
+    if let Some((lo, hi)) = libc_text {
+        action_jumps.extend(push_ip_guard(&mut p, lo, hi));
+        p.push(stmt(BPF_LD_W_ABS, OFF_NR));
+        action_jumps.push((p.len(), false));
+        p.push(jump(BPF_JEQ_K, libc::SYS_rt_sigaction as u32, 0, 0));
+        p.push(stmt(BPF_LD_W_ABS, OFF_ARGS));
+        action_traces.push(p.len());
+        p.push(jump(BPF_JEQ_K, libc::SIGSEGV as u32, 0, 0));
+        action_traces.push(p.len());
+        p.push(jump(BPF_JEQ_K, libc::SIGTRAP as u32, 0, 0));
+    }
     let args_at = p.len();
     for arg in 0..6 {
         p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8 * arg + 4));
@@ -99,6 +120,17 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
     let to = |from: usize, target: usize| (target - from - 1) as u8;
     p[1].jf = to(1, allow_at);
     p[6].jt = to(6, allow_at);
+    // A failed guard skips to the argument checks.
+    for (at, on_true) in action_jumps {
+        if on_true {
+            p[at].jt = to(at, args_at);
+        } else {
+            p[at].jf = to(at, args_at);
+        }
+    }
+    for at in action_traces {
+        p[at].jt = to(at, trace_at);
+    }
     for arg in 0..6 {
         let at = args_at + 3 * arg + 2;
         p[at].jt = to(at, trace_at);
@@ -106,43 +138,93 @@ pub(crate) fn program(reserved: u64, stub: u64) -> Vec<libc::sock_filter> {
     p
 }
 
+/// Appends a check that the instruction pointer lies in `[lo, hi)` (within
+/// one 4 GiB block: `hi` is clipped to it); returns the jumps to point at the
+/// "not in it" target, each `(index, true)` if its true branch leaves.
+fn push_ip_guard(p: &mut Vec<libc::sock_filter>, lo: u64, hi: u64) -> Vec<(usize, bool)> {
+    let block_end = (lo | 0xffff_ffff) + 1;
+    let hi = hi.min(block_end);
+    let mut out = Vec::new();
+    p.push(stmt(BPF_LD_W_ABS, OFF_IP_HI));
+    out.push((p.len(), false));
+    p.push(jump(BPF_JEQ_K, (lo >> 32) as u32, 0, 0));
+    p.push(stmt(BPF_LD_W_ABS, OFF_IP_LO));
+    out.push((p.len(), false));
+    p.push(jump(BPF_JGE_K, lo as u32, 0, 0));
+    if hi < block_end {
+        out.push((p.len(), true));
+        p.push(jump(BPF_JGE_K, hi as u32, 0, 0));
+    }
+    out
+}
+
 /// The filter a thread adds at its first traced call: the calls of
-/// [`INDIRECT`] stop, wherever their buffers are (calls from the stub area
-/// excepted). Threads that never make a traced call do not pay for it;
+/// [`INDIRECT`] stop, wherever their buffers are, and so does every
+/// `rt_sigprocmask` with a set (see `sigstate.rs`) — when made from this
+/// process's libc only: a program the tests start inherits the filter, and
+/// with its own libc elsewhere (ASLR) it never matches there, so it cannot
+/// get `ENOSYS` for them. Threads that never make a traced call do not pay;
 /// threads the calling thread creates inherit it.
-pub(crate) fn program_indirect(stub: u64) -> Vec<libc::sock_filter> {
+pub(crate) fn program_indirect(libc_text: (u64, u64)) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(BPF_LD_W_ABS, OFF_ARCH),
         jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 0),
-        stmt(BPF_LD_W_ABS, OFF_IP_HI),
-        jump(BPF_JEQ_K, (stub >> 32) as u32, 0, 3),
-        stmt(BPF_LD_W_ABS, OFF_IP_LO),
-        stmt(BPF_AND_K, STUB_MASK),
-        jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
-        stmt(BPF_LD_W_ABS, OFF_NR),
     ];
+    let guard = push_ip_guard(&mut p, libc_text.0, libc_text.1);
+    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
     let nrs_at = p.len();
     for nr in INDIRECT {
         // Buffers behind a pointer: trace.
         p.push(jump(BPF_JEQ_K, nr, 0, 0));
     }
+    // rt_sigprocmask with a set: the supervisor follows the thread's mask.
+    let mask_at = p.len();
+    p.push(jump(BPF_JEQ_K, libc::SYS_rt_sigprocmask as u32, 0, 0));
+    p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8));
+    p.push(jump(BPF_JEQ_K, 0, 0, 0));
+    p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 12));
+    p.push(jump(BPF_JEQ_K, 0, 0, 0));
     let allow_at = p.len();
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
     let trace_at = p.len();
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
     let to = |from: usize, target: usize| (target - from - 1) as u8;
     p[1].jf = to(1, allow_at);
-    p[6].jt = to(6, allow_at);
+    for (at, on_true) in guard {
+        if on_true {
+            p[at].jt = to(at, allow_at);
+        } else {
+            p[at].jf = to(at, allow_at);
+        }
+    }
     for i in 0..INDIRECT.len() {
         let at = nrs_at + i;
         p[at].jt = to(at, trace_at);
     }
+    p[mask_at].jf = to(mask_at, allow_at);
+    // Set pointer's low half non-zero: trace; zero: look at the high half.
+    p[mask_at + 2].jf = to(mask_at + 2, trace_at);
+    p[mask_at + 4].jt = to(mask_at + 4, allow_at);
+    p[mask_at + 4].jf = to(mask_at + 4, trace_at);
     p
 }
 
+/// The executable mapping of this process's libc (the one holding
+/// `writev`), from `/proc/self/maps`.
+pub(crate) fn libc_text() -> Option<(u64, u64)> {
+    let probe = libc::writev as *const () as u64;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(crate::symbols::parse_maps_line)
+        .find(|m| m.start <= probe && probe < m.end && m.perms.get(2) == Some(&b'x'))
+        .map(|m| (m.start, m.end))
+}
+
 /// Adds the [`program_indirect`] filter to the calling thread.
-pub(crate) fn install_indirect(stub: u64) -> io::Result<()> {
-    load(program_indirect(stub))
+pub(crate) fn install_indirect() -> io::Result<()> {
+    let text = libc_text()
+        .ok_or_else(|| io::Error::other("cannot find libc's code in /proc/self/maps"))?;
+    load(program_indirect(text))
 }
 
 /// Installs the filter in this (single-threaded) process.
@@ -151,7 +233,7 @@ pub(crate) fn install(reserved: u64, stub: u64) -> io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    load(program(reserved, stub))
+    load(program(reserved, stub, libc_text()))
 }
 
 /// Adds `prog` to the calling thread's filters (no-new-privs must be set).
@@ -190,6 +272,9 @@ mod tests {
                 BPF_JEQ_K => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
                 }
+                BPF_JGE_K => {
+                    pc += usize::from(if a >= i.k { i.jt } else { i.jf });
+                }
                 BPF_RET_K => return i.k,
                 // Not an opcode the program uses: an impossible result.
                 _ => return u32::MAX,
@@ -213,10 +298,32 @@ mod tests {
 
     const RESERVED: u64 = 0x7f30_0000_0000;
     const STUB: u64 = 0x7f55_1234_0000;
+    /// A libc code range holding the `ip`s the tests use.
+    const LIBC: (u64, u64) = (0x7f00_0000_0000, 0x7f00_0020_0000);
+
+    #[test]
+    fn rules_on_call_numbers_apply_only_to_calls_from_this_processs_libc() {
+        let elsewhere = 0x7f33_0000_1000; // another program's libc, after exec
+        let mut d = data(elsewhere, [1, 0x5555_0000_1000, 2, 0, 0, 0]);
+        d[0] = 20; // writev
+        assert_eq!(run(&program_indirect(LIBC), &d), libc::SECCOMP_RET_ALLOW);
+        d[0] = 14; // rt_sigprocmask with a set
+        assert_eq!(run(&program_indirect(LIBC), &d), libc::SECCOMP_RET_ALLOW);
+        let mut a = data(elsewhere, [11, 0x5555_0000_1000, 0, 8, 0, 0]);
+        a[0] = 13; // rt_sigaction(SIGSEGV)
+        assert_eq!(
+            run(&program(RESERVED, STUB, Some(LIBC)), &a),
+            libc::SECCOMP_RET_ALLOW
+        );
+        let past_end = LIBC.1 + 0x10;
+        let mut e = data(past_end, [1, 0x5555_0000_1000, 2, 0, 0, 0]);
+        e[0] = 20;
+        assert_eq!(run(&program_indirect(LIBC), &e), libc::SECCOMP_RET_ALLOW);
+    }
 
     #[test]
     fn a_pointer_into_the_reserved_range_in_any_argument_is_traced() {
-        let p = program(RESERVED, STUB);
+        let p = program(RESERVED, STUB, Some(LIBC));
         for arg in 0..6 {
             let mut args = [3, 0x5555_0000_1000, 64, 0, 0, 0];
             args[arg] = RESERVED + 0xf_ffff_fff0;
@@ -229,7 +336,7 @@ mod tests {
 
     #[test]
     fn iovec_calls_are_traced_by_the_per_thread_filter_whatever_their_arguments() {
-        let p = program_indirect(STUB);
+        let p = program_indirect(LIBC);
         assert_eq!(
             run(
                 &p,
@@ -255,8 +362,26 @@ mod tests {
     }
 
     #[test]
+    fn sigaction_on_sigsegv_or_sigtrap_is_traced_and_sigprocmask_with_a_set_per_thread() {
+        let p = program(RESERVED, STUB, Some(LIBC));
+        let mut d = data(0x7f00_0000_1000, [11, 0x5555_0000_1000, 0, 8, 0, 0]);
+        d[0] = 13;
+        assert_eq!(run(&p, &d), libc::SECCOMP_RET_TRACE);
+        d[4] = 10; // SIGUSR1
+        assert_eq!(run(&p, &d), libc::SECCOMP_RET_ALLOW);
+        let t = program_indirect(LIBC);
+        let mut m = data(0x7f00_0000_1000, [0, 0x5555_0000_1000, 0, 8, 0, 0]);
+        m[0] = 14;
+        assert_eq!(run(&t, &m), libc::SECCOMP_RET_TRACE);
+        m[6] = 0;
+        assert_eq!(run(&t, &m), libc::SECCOMP_RET_TRACE, "high half of the set");
+        m[7] = 0;
+        assert_eq!(run(&t, &m), libc::SECCOMP_RET_ALLOW, "no set: a query");
+    }
+
+    #[test]
     fn other_arguments_and_calls_from_the_stub_page_are_allowed() {
-        let p = program(RESERVED, STUB);
+        let p = program(RESERVED, STUB, Some(LIBC));
         let untracked = [3, RESERVED - 1, RESERVED + (1 << 36), 0, u64::MAX, 7];
         assert_eq!(
             run(&p, &data(0x7f00_0000_1000, untracked)),

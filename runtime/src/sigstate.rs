@@ -8,12 +8,15 @@
 //! remain: a thread that blocked SIGSEGV would have it unblocked, and the
 //! program's handler (Rust's stack-overflow handler, for one) would be gone.
 //!
-//! So at the start of a call, if the calling thread blocks SIGSEGV or
-//! SIGTRAP, the supervisor saves the handler of each (a `rt_sigaction` run
-//! in the tracee from the gadget, stepping with `PTRACE_SYSCALL` so that no
-//! trap is raised), and after each fault of that thread blocks the signal
-//! again and puts the handler back. Threads that start blocking those
-//! signals after the call began are not covered.
+//! So the supervisor keeps, for the threads that trace (and the threads they
+//! create), their blocked-signal mask: the per-thread seccomp filter stops
+//! every `rt_sigprocmask` that passes a set, and the new mask is computed
+//! from the old one (`PTRACE_GETSIGMASK`), `how` and the set. It keeps the
+//! process's SIGSEGV and SIGTRAP handlers too: read once at the first call
+//! (an `rt_sigaction` run from the gadget, stepping with `PTRACE_SYSCALL` so
+//! that no trap is raised), then from every `rt_sigaction` on them (the
+//! global filter stops those). After each of our faults or traps in a thread
+//! whose mask blocks the signal, it blocks it again and puts the handler back.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -29,26 +32,30 @@ use crate::supervisor::Supervisor;
 const KSIGACTION: usize = 32;
 /// The signals our own mechanism raises.
 const FORCED: [i32; 2] = [libc::SIGSEGV, libc::SIGTRAP];
-
-/// A signal's blocked state and handler to restore after our faults.
-#[derive(Debug, Clone)]
-pub(crate) struct Saved {
-    signal: i32,
-    action: [u8; KSIGACTION],
-}
+/// `rt_sigprocmask`'s `how`.
+const SIG_BLOCK: u64 = 0;
+const SIG_UNBLOCK: u64 = 1;
+const SIG_SETMASK: u64 = 2;
 
 fn bit(signal: i32) -> u64 {
     1 << (signal - 1)
 }
 
+/// The signals that can never be blocked.
+const UNBLOCKABLE: u64 = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+
 impl Supervisor {
-    /// At the start of a call: what to restore for `tid` after our faults.
-    pub(crate) fn save_signal_state(&mut self, tid: pid_t) -> Vec<Saved> {
-        let Ok(mask) = self.pt.getsigmask(tid) else {
-            return Vec::new();
-        };
-        let mut saved = Vec::new();
-        for signal in FORCED.into_iter().filter(|&s| mask & bit(s) != 0) {
+    /// At the start of a call: the calling thread's mask, and the first time
+    /// the process's handlers of the signals we raise.
+    pub(crate) fn note_signal_state(&mut self, tid: pid_t) {
+        if let Ok(mask) = self.pt.getsigmask(tid) {
+            self.thread_masks.insert(tid, mask);
+        }
+        if self.sig_actions_known {
+            return;
+        }
+        self.sig_actions_known = true;
+        for signal in FORCED {
             let scratch = self.stub_base + stub::SCRATCH_OFFSET;
             let args = [signal as u64, 0, scratch, 8, 0, 0];
             if matches!(
@@ -57,30 +64,76 @@ impl Supervisor {
             ) {
                 let mut action = [0u8; KSIGACTION];
                 if self.mem.read_at(&mut action, scratch).ok() == Some(KSIGACTION) {
-                    saved.push(Saved { signal, action });
+                    self.sig_actions.insert(signal, action);
                 }
             }
         }
-        saved
     }
 
-    /// After one of our faults or traps in `tid`: block again and put back
-    /// the handlers saved at the call's start.
+    /// A seccomp stop on `rt_sigprocmask` or `rt_sigaction`: follow the
+    /// thread's mask or the process's handler. Returns false for other calls.
+    pub(crate) fn on_signal_syscall(&mut self, tid: pid_t, regs: &user_regs_struct) -> bool {
+        let nr = regs.orig_rax;
+        if nr == libc::SYS_rt_sigprocmask as u64 {
+            let (how, set) = (regs.rdi, regs.rsi);
+            let mut b = [0u8; 8];
+            if set != 0
+                && self.mem.read_at(&mut b, set).ok() == Some(8)
+                && let Ok(old) = self.pt.getsigmask(tid)
+            {
+                let set = u64::from_le_bytes(b);
+                let new = match how {
+                    SIG_BLOCK => old | set,
+                    SIG_UNBLOCK => old & !set,
+                    SIG_SETMASK => set,
+                    _ => old,
+                };
+                self.thread_masks.insert(tid, new & !UNBLOCKABLE);
+            }
+        } else if nr == libc::SYS_rt_sigaction as u64 {
+            let (signal, act) = (regs.rdi as i32, regs.rsi);
+            let mut action = [0u8; KSIGACTION];
+            if act != 0
+                && FORCED.contains(&signal)
+                && self.mem.read_at(&mut action, act).ok() == Some(KSIGACTION)
+            {
+                self.sig_actions.insert(signal, action);
+            }
+        } else {
+            return false;
+        }
+        self.resume(tid, 0);
+        true
+    }
+
+    /// After one of our faults or traps in `tid`: if its mask blocks the
+    /// signal, block it again and put back the process's handler.
     pub(crate) fn restore_signal_state(&mut self, tid: pid_t) {
-        let saved: Vec<Saved> = match &self.call {
-            Some(c) if c.tid == tid && !c.saved_signals.is_empty() => c.saved_signals.clone(),
-            _ => return,
-        };
+        let blocked = self.thread_masks.get(&tid).copied().unwrap_or(0);
+        let forced: Vec<i32> = FORCED
+            .into_iter()
+            .filter(|&s| blocked & bit(s) != 0)
+            .collect();
+        if forced.is_empty() {
+            return;
+        }
         if let Ok(mask) = self.pt.getsigmask(tid) {
-            let want = saved.iter().fold(mask, |m, s| m | bit(s.signal));
+            let want = mask | (blocked & forced.iter().fold(0, |m, &s| m | bit(s)));
             if want != mask {
                 let _ = self.pt.setsigmask(tid, want);
             }
         }
         let scratch = self.stub_base + stub::SCRATCH_OFFSET;
-        for s in saved {
-            if self.mem.write_at(&s.action, scratch).is_ok() {
-                let args = [s.signal as u64, scratch, 0, 8, 0, 0];
+        for signal in forced {
+            let Some(action) = self.sig_actions.get(&signal).copied() else {
+                continue;
+            };
+            // SIG_DFL (0): the kernel's reset changed nothing.
+            if action[..8] == [0; 8] {
+                continue;
+            }
+            if self.mem.write_at(&action, scratch).is_ok() {
+                let args = [signal as u64, scratch, 0, 8, 0, 0];
                 let _ = self.inject_quietly(tid, libc::SYS_rt_sigaction as u64, args);
             }
         }

@@ -37,8 +37,6 @@ pub(crate) struct Call {
     pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
     /// System calls running in a stub, per thread.
     pub(crate) in_kernel: HashMap<pid_t, crate::kernel::InKernel>,
-    /// Signal state of the calling thread to restore after our faults.
-    pub(crate) saved_signals: Vec<crate::sigstate::Saved>,
     /// The threads of the call: the calling thread, the threads it created
     /// during the call, and any thread that touched a protected page.
     pub(crate) threads: std::collections::BTreeSet<pid_t>,
@@ -73,6 +71,8 @@ pub(crate) struct Supervisor {
     /// Processes forked by the test process (and their threads), traced so
     /// their copies of protected pages can be opened for them.
     pub(crate) foreign: std::collections::HashSet<pid_t>,
+    /// Those of them created by vfork: they share our memory until exec.
+    pub(crate) vforked: std::collections::HashSet<pid_t>,
     /// Threads stopped with an event the supervisor consumed (while stopping
     /// the others for an exclusive section) and has not handled yet.
     pub(crate) held: std::collections::HashSet<pid_t>,
@@ -80,6 +80,12 @@ pub(crate) struct Supervisor {
     pub(crate) shadows: HashMap<u64, u64>,
     /// Futex calls moved onto a shadow word, until their exit.
     pub(crate) moved: HashMap<pid_t, crate::futex::Moved>,
+    /// Blocked-signal masks of the threads that trace (see `sigstate.rs`).
+    pub(crate) thread_masks: HashMap<pid_t, u64>,
+    /// The process's handlers of SIGSEGV and SIGTRAP, as `struct sigaction`.
+    pub(crate) sig_actions: HashMap<i32, [u8; 32]>,
+    /// Whether `sig_actions` was read from the process yet.
+    pub(crate) sig_actions_known: bool,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -88,6 +94,7 @@ const SEIZE_OPTIONS: c_int = libc::PTRACE_O_EXITKILL
     | libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACESECCOMP
     | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
     | libc::PTRACE_O_TRACEEXEC;
 
 /// Seizes `child` and supervises it until it exits; never returns.
@@ -141,9 +148,13 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         last_stub: vec![Vec::new(); crate::stub::SLOTS],
         slots: HashMap::new(),
         foreign: std::collections::HashSet::new(),
+        vforked: std::collections::HashSet::new(),
         held: std::collections::HashSet::new(),
         shadows: HashMap::new(),
         moved: HashMap::new(),
+        thread_masks: HashMap::new(),
+        sig_actions: HashMap::new(),
+        sig_actions_known: false,
     };
     sup.run()
 }
@@ -248,6 +259,7 @@ impl Supervisor {
                 WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
                     self.slots.remove(&tid);
+                    self.thread_masks.remove(&tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
                     }
@@ -272,9 +284,12 @@ impl Supervisor {
                     } else if event == libc::PTRACE_EVENT_CLONE {
                         self.on_clone(tid);
                     } else if event == libc::PTRACE_EVENT_FORK {
-                        self.on_fork(tid);
+                        self.on_fork(tid, false);
+                    } else if event == libc::PTRACE_EVENT_VFORK {
+                        self.on_fork(tid, true);
                     } else if event == libc::PTRACE_EVENT_EXEC && self.is_foreign(tid) {
                         // A forked process runs another program: let it go.
+                        self.vforked.remove(&tid);
                         self.ok(tid, |pt| pt.detach(tid));
                     } else {
                         self.resume(tid, 0);
@@ -292,9 +307,16 @@ impl Supervisor {
 
     /// The test process forked: the child is traced (so that its copy of the
     /// protected pages can be opened for it) but is not part of any call.
-    fn on_fork(&mut self, tid: pid_t) {
+    /// A vfork child (`posix_spawn`, `system`) shares our memory until it
+    /// execs: it is traced so that its system calls that our filters stop
+    /// (glibc's `posix_spawn` child sets its signal mask) are let through,
+    /// instead of failing with `ENOSYS` for lack of a tracer.
+    fn on_fork(&mut self, tid: pid_t, vfork: bool) {
         if let Ok(child) = self.pt.geteventmsg(tid) {
             self.foreign.insert(child as pid_t);
+            if vfork {
+                self.vforked.insert(child as pid_t);
+            }
         }
         self.resume(tid, 0);
     }
@@ -376,10 +398,18 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, tid: pid_t, signal: c_int) {
-        self.read_back_writes_of(Some(tid));
+        // The thread's earlier stub store is done at a stop it makes itself
+        // (a fault, a doorbell); an asynchronous signal may stop it inside
+        // the stub, before the store: its pending writes wait then.
         match signal {
-            libc::SIGSTOP if self.is_doorbell(tid) => self.on_request(tid),
-            libc::SIGSEGV => self.on_segv(tid),
+            libc::SIGSTOP if self.is_doorbell(tid) => {
+                self.read_back_writes_of(Some(tid));
+                self.on_request(tid);
+            }
+            libc::SIGSEGV => {
+                self.read_back_writes_of(Some(tid));
+                self.on_segv(tid);
+            }
             libc::SIGTRAP if self.finish_syscall(tid) => {}
             libc::SIGTRAP if crate::stub::is_in_code(self.stub_base, self.rip(tid)) => {
                 report(format_args!(
@@ -462,7 +492,7 @@ impl Supervisor {
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
         let merged = crate::client::merged_spans(&start.regions);
-        let saved_signals = self.save_signal_state(start.tid);
+        self.note_signal_state(start.tid);
         self.call = Some(Call {
             tid: start.tid,
             test: start.test,
@@ -474,7 +504,6 @@ impl Supervisor {
             notes: Vec::new(),
             unknown_syscalls: Vec::new(),
             in_kernel: HashMap::new(),
-            saved_signals,
             threads: std::collections::BTreeSet::from([start.tid]),
             pending: Vec::new(),
             cache: HashMap::new(),
@@ -552,7 +581,7 @@ impl Supervisor {
         let addr = unsafe { info.si_addr() } as u64;
         let ours = info.si_code == SEGV_ACCERR
             && self.call.as_ref().is_some_and(|c| c.is_protected(addr, 1));
-        if ours && self.is_foreign(tid) {
+        if ours && self.is_foreign(tid) && !self.vforked.contains(&tid) {
             self.open_pages_in_child(tid);
         } else if ours {
             if let Some(call) = &mut self.call {

@@ -276,11 +276,32 @@ fn a_thread_with_sigsegv_blocked_keeps_it_blocked_after_touching_a_traced_buffer
     });
 }
 
-/// Not done: a thread that starts blocking SIGSEGV after the call began has it
-/// unblocked, and the handler reset, by the kernel at its first fault on a traced
-/// buffer; the tracer only restores what it saw blocked when the call started (see
-/// `runtime/src/sigstate.rs`).
-#[traced_ffi(ignore)]
+/// The calling thread blocks SIGSEGV inside the traced call (the fixture's own
+/// `pthread_sigmask`), then touches the buffer.
+#[traced_ffi]
+fn a_thread_blocking_sigsegv_during_the_call_keeps_it_blocked_after_touching_a_buffer(
+    t: &mut Tracer,
+) {
+    isolated(t, |t| {
+        let original = [0u8, 0x42];
+        let mut buf = t.buffer_from("buf", &original);
+        let p = buf.as_mut_ptr();
+        // SAFETY: `buf` is valid for reads and writes of 2 bytes.
+        let (code, trace) = t.call(|| unsafe { fx::touch_with_segv_blocked(p) });
+        assert_eq!(
+            BlockedReport::from_code(code),
+            blocked_and_unchanged(0x42),
+            "\n{trace}"
+        );
+        assert_eq!(&buf[..], &[fx::BLOCKED_VALUE, 0x42]);
+        assert_tracer_still_works(t);
+    });
+}
+
+/// A thread the C code creates during the call blocks SIGSEGV itself, then touches the
+/// buffer: the tracer followed its `pthread_sigmask` and undoes the kernel's forced
+/// unblocking and handler reset.
+#[traced_ffi]
 fn a_new_thread_with_sigsegv_blocked_keeps_it_blocked_after_touching_a_traced_buffer(
     t: &mut Tracer,
 ) {
