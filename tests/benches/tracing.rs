@@ -326,6 +326,45 @@ fn main() {
         );
         inside.path = "-".to_owned();
         rows.push(inside);
+        // pthread_sigmask on a thread that has traced: followed by the supervisor.
+        let mask_loop = || {
+            for _ in 0..N {
+                // SAFETY: an empty set; the old mask is not asked for.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                }
+            }
+        };
+        let mask_outside = median(
+            (0..RUNS)
+                .map(|_| {
+                    let start = Instant::now();
+                    mask_loop();
+                    start.elapsed().as_secs_f64() * 1e6 / N as f64
+                })
+                .collect(),
+        );
+        rows.push(Row {
+            what: "pthread_sigmask(SIG_BLOCK, empty) outside calls, absolute",
+            per: "syscall",
+            us: mask_outside,
+            requests: 3.0,
+            stops: 1.0,
+            path: "-".to_owned(),
+        });
+        let mut mask_inside = measure(
+            "pthread_sigmask(SIG_BLOCK, empty) inside a call, absolute",
+            "syscall",
+            || {
+                let start = Instant::now();
+                let ((), trace) = t.call(mask_loop);
+                (start.elapsed(), trace, N)
+            },
+        );
+        mask_inside.path = "-".to_owned();
+        rows.push(mask_inside);
         // SAFETY: closing the descriptor opened above.
         unsafe { libc::close(devnull) };
     }
