@@ -158,7 +158,10 @@ impl ActiveCall {
             call: call.clone(),
             source,
         };
-        let result = protocol::write_frame(&mut *guard, &Request::EndCall)
+        let end = Request::EndCall {
+            restore: self.restore.clone(),
+        };
+        let result = protocol::write_frame(&mut *guard, &end)
             .and_then(|()| ring())
             .map_err(io_err)
             .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));

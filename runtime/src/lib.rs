@@ -16,6 +16,7 @@ mod event;
 mod fault;
 mod futex;
 mod kernel;
+mod late;
 mod launch;
 mod protocol;
 mod ptrace;

@@ -30,7 +30,7 @@
 //! run the native code ...                each SIGSEGV of T on a protected page: decode,
 //!                                        record, execute once, re-protect (see fault.rs)
 //! mprotect(spans, back to RW)
-//! write Request::EndCall ──────────────>
+//! write Request::EndCall{restore} ─────>
 //! tgkill(T, SIGSTOP)                     doorbell checked as above; read EndCall;
 //!                                        build the Trace; PTRACE_CONT(T)
 //! read Reply  <───────────────────────── write Reply::Trace (after resuming T: the
@@ -65,8 +65,10 @@ pub(crate) enum Handshake {
 pub(crate) enum Request {
     /// Begin a traced call on thread `tid`.
     StartCall(StartCall),
-    /// End the traced call; the reply carries the Trace.
-    EndCall,
+    /// End the traced call; the reply carries the Trace. `restore` is what
+    /// the client restored (`start, len, prot`): the supervisor applies it
+    /// again when it stops watching threads that outlive the call.
+    EndCall { restore: Vec<(u64, u64, i32)> },
 }
 
 /// What the supervisor needs to know to trace one call.
@@ -121,12 +123,18 @@ mod tests {
     fn frames_round_trip_through_a_byte_stream() {
         let mut buf = Vec::new();
         write_frame(&mut buf, &Reply::Refused("busy".into())).expect("write to a Vec");
-        write_frame(&mut buf, &Request::EndCall).expect("write to a Vec");
+        write_frame(
+            &mut buf,
+            &Request::EndCall {
+                restore: vec![(1, 2, 3)],
+            },
+        )
+        .expect("write to a Vec");
         let mut r = &buf[..];
         assert!(matches!(read_frame::<Reply>(&mut r), Ok(Reply::Refused(s)) if s == "busy"));
         assert!(matches!(
             read_frame::<Request>(&mut r),
-            Ok(Request::EndCall)
+            Ok(Request::EndCall { restore }) if restore == [(1, 2, 3)]
         ));
     }
 }

@@ -49,6 +49,36 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// A call of thread `tid` on `regions`, protecting their spans.
+    pub(crate) fn new(
+        tid: pid_t,
+        test: String,
+        call: String,
+        regions: Vec<RegionDesc>,
+        requests_at_start: u64,
+    ) -> Call {
+        Call {
+            tid,
+            test,
+            call,
+            protected: crate::client::merged_spans(&regions),
+            regions,
+            accesses: Vec::new(),
+            unsupported: Vec::new(),
+            notes: Vec::new(),
+            unknown_syscalls: Vec::new(),
+            in_kernel: HashMap::new(),
+            threads: std::collections::BTreeSet::from([tid]),
+            pending: Vec::new(),
+            cache: HashMap::new(),
+            stats: Stats {
+                stops: 1,
+                ..Stats::default()
+            },
+            requests_at_start,
+        }
+    }
+
     /// True if `[addr, addr+len)` overlaps a protected page.
     pub(crate) fn is_protected(&self, addr: u64, len: u64) -> bool {
         self.protected
@@ -80,6 +110,11 @@ pub(crate) struct Supervisor {
     pub(crate) shadows: HashMap<u64, u64>,
     /// Futex calls moved onto a shadow word, until their exit.
     pub(crate) moved: HashMap<pid_t, crate::futex::Moved>,
+    /// The call that just ended, if threads it created still run (see
+    /// `late.rs`); taken by `watch_late_threads`.
+    pub(crate) ended: Option<crate::late::Ended>,
+    /// A call whose late threads are being watched.
+    pub(crate) watching: Option<crate::late::Watching>,
     /// Blocked-signal masks of the threads that trace (see `sigstate.rs`).
     pub(crate) thread_masks: HashMap<pid_t, u64>,
     /// The process's handlers of SIGSEGV and SIGTRAP, as `struct sigaction`.
@@ -152,6 +187,8 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         held: std::collections::HashSet::new(),
         shadows: HashMap::new(),
         moved: HashMap::new(),
+        ended: None,
+        watching: None,
         thread_masks: HashMap::new(),
         sig_actions: HashMap::new(),
         sig_actions_known: false,
@@ -260,6 +297,7 @@ impl Supervisor {
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
                     self.slots.remove(&tid);
                     self.thread_masks.remove(&tid);
+                    self.late_thread_exited(tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
                     }
@@ -406,6 +444,7 @@ impl Supervisor {
                 self.read_back_writes_of(Some(tid));
                 self.on_request(tid);
             }
+            libc::SIGSEGV if self.finish_watching_if_done(tid) => self.resume(tid, 0),
             libc::SIGSEGV => {
                 self.read_back_writes_of(Some(tid));
                 self.on_segv(tid);
@@ -475,12 +514,17 @@ impl Supervisor {
                         start.tid
                     ))
                 } else {
+                    self.stop_watching(tid);
                     self.begin_call_state(start);
                     Reply::Started
                 }
             }
-            Request::EndCall => match self.call.as_ref() {
-                Some(c) if c.tid == tid => Reply::Trace(self.end_call_state()),
+            Request::EndCall { restore } => match self.call.as_ref() {
+                Some(c) if c.tid == tid => {
+                    let trace = self.end_call_state();
+                    self.watch_late_threads(tid, restore);
+                    Reply::Trace(trace)
+                }
                 _ => Reply::Refused("no traced call is active on this thread".into()),
             },
         };
@@ -491,28 +535,14 @@ impl Supervisor {
     }
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
-        let merged = crate::client::merged_spans(&start.regions);
         self.note_signal_state(start.tid);
-        self.call = Some(Call {
-            tid: start.tid,
-            test: start.test,
-            call: start.call,
-            regions: start.regions,
-            protected: merged,
-            accesses: Vec::new(),
-            unsupported: Vec::new(),
-            notes: Vec::new(),
-            unknown_syscalls: Vec::new(),
-            in_kernel: HashMap::new(),
-            threads: std::collections::BTreeSet::from([start.tid]),
-            pending: Vec::new(),
-            cache: HashMap::new(),
-            stats: Stats {
-                stops: 1,
-                ..Stats::default()
-            },
-            requests_at_start: self.pt.requests,
-        });
+        self.call = Some(Call::new(
+            start.tid,
+            start.test,
+            start.call,
+            start.regions,
+            self.pt.requests,
+        ));
     }
 
     fn end_call_state(&mut self) -> Trace {
@@ -520,20 +550,34 @@ impl Supervisor {
         let Some(mut call) = self.call.take() else {
             return Trace::default();
         };
-        for &tid in call.threads.iter().filter(|&&t| t != call.tid) {
-            if thread_is_running(self.child, tid) {
-                call.notes.push(crate::event::Note {
-                    ip: 0,
-                    insn: String::new(),
-                    region: None,
-                    offset: 0,
-                    text: format!(
-                        "thread {tid}, created during the call, is still running: its \
-                         accesses after the call are not traced"
-                    ),
-                    tid,
-                });
-            }
+        let late: std::collections::BTreeSet<pid_t> = call
+            .threads
+            .iter()
+            .copied()
+            .filter(|&t| t != call.tid && thread_is_running(self.child, t))
+            .collect();
+        for &tid in &late {
+            call.notes.push(crate::event::Note {
+                ip: 0,
+                insn: String::new(),
+                region: None,
+                offset: 0,
+                text: format!(
+                    "thread {tid}, created during the call, is still running: its later \
+                     accesses to this call's regions are reported on stderr as late accesses"
+                ),
+                tid,
+            });
+        }
+        if !late.is_empty() {
+            self.ended = Some(crate::late::Ended {
+                tid: call.tid,
+                test: call.test.clone(),
+                call: call.call.clone(),
+                regions: call.regions.clone(),
+                protected: call.protected.clone(),
+                late,
+            });
         }
         call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
         Trace::new(
@@ -581,7 +625,9 @@ impl Supervisor {
         let addr = unsafe { info.si_addr() } as u64;
         let ours = info.si_code == SEGV_ACCERR
             && self.call.as_ref().is_some_and(|c| c.is_protected(addr, 1));
-        if ours && self.is_foreign(tid) && !self.vforked.contains(&tid) {
+        if !ours && info.si_code == SEGV_ACCERR && self.is_watched(addr) {
+            self.on_late_fault(tid, addr);
+        } else if ours && self.is_foreign(tid) && !self.vforked.contains(&tid) {
             self.open_pages_in_child(tid);
         } else if ours {
             if let Some(call) = &mut self.call {

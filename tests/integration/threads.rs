@@ -161,9 +161,12 @@ fn wait_for_late_writer() {
     }
 }
 
+/// The writer sleeps past the end of the call, then writes `buf[0]`: the trace has a
+/// note naming it, and its write, after the call, is reported on stderr as a late
+/// access (the supervisor keeps watching the call's pages while the thread runs).
 #[traced_ffi]
-fn a_detached_thread_outliving_the_call_is_noted_and_writes_later_untraced(t: &mut Tracer) {
-    isolated(t, |t| {
+fn a_detached_thread_outliving_the_call_is_noted_and_its_late_write_reported(t: &mut Tracer) {
+    let parent = isolated(t, |t| {
         let mut plain = [0u8; 4];
         let mut plain_tid: c_int = 0;
         // SAFETY: `plain` outlives the writer: we wait for it below.
@@ -190,8 +193,23 @@ fn a_detached_thread_outliving_the_call_is_noted_and_writes_later_untraced(t: &m
 
         wait_for_late_writer();
         assert_eq!(&buf[..], &[fx::LATE_VALUE, 0, 0, 0]);
+        eprintln!("late writer tid {tid}");
         assert_tracer_still_works(t);
     });
+    if let Some(run) = parent {
+        let tid = run
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("late writer tid "))
+            .unwrap_or("?")
+            .to_owned();
+        let late = format!("thread {tid} write buf[0..1] (1 bytes) at os_late_writer+");
+        assert!(
+            run.stderr.contains("LATE ACCESS") && run.stderr.contains(&late),
+            "expected a late access report containing {late:?}\n{}",
+            run.dump()
+        );
+    }
 }
 
 /// Four threads each doing `add dword [m], 1` over their own words, ten rounds: every
