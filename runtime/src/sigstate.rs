@@ -107,12 +107,19 @@ impl Supervisor {
     }
 
     /// After one of our faults or traps in `tid`: if its mask blocks the
-    /// signal, block it again and put back the process's handler.
+    /// signal, block it again; if it was blocked or ignored, put back the
+    /// process's handler (SIG_IGN included).
     pub(crate) fn restore_signal_state(&mut self, tid: pid_t) {
         let blocked = self.thread_masks.get(&tid).copied().unwrap_or(0);
+        // The kernel resets the handler if the signal was blocked or ignored.
+        let ignored = |s: i32| {
+            self.sig_actions
+                .get(&s)
+                .is_some_and(|a| a[..8] == (libc::SIG_IGN as u64).to_le_bytes())
+        };
         let forced: Vec<i32> = FORCED
             .into_iter()
-            .filter(|&s| blocked & bit(s) != 0)
+            .filter(|&s| blocked & bit(s) != 0 || ignored(s))
             .collect();
         if forced.is_empty() {
             return;

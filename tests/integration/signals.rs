@@ -423,3 +423,25 @@ fn a_stop_signal_during_a_call_stops_the_process_until_sigcont(t: &mut Tracer) {
         assert_tracer_still_works(t);
     });
 }
+
+/// The program ignores SIGTRAP; the tracer's `int3` at the end of a `lock cmpxchg`'s
+/// stub makes the kernel reset it to the default: the tracer puts SIG_IGN back.
+#[traced_ffi]
+fn an_ignored_sigtrap_stays_ignored_after_the_tracers_own_traps(t: &mut Tracer) {
+    isolated(t, |t| {
+        // SAFETY: setting a standard disposition for SIGTRAP.
+        let before = unsafe { libc::signal(libc::SIGTRAP, libc::SIG_IGN) };
+        let mut buf = t.buffer_from("word", &7u32.to_le_bytes());
+        let p = buf.as_mut_ptr();
+        // SAFETY: the buffer holds 4 bytes, 4-aligned.
+        let (old, trace) =
+            t.call(|| unsafe { traced_ffi_fixtures::forms::form_lock_cmpxchg32(p, 7, 9) });
+        assert_eq!(old, 7);
+        assert_eq!(&buf[..], &9u32.to_le_bytes());
+        assert!(trace.stats().stub_path >= 1, "{:?}", trace.stats());
+        // SAFETY: reading the current disposition (and putting back the old one).
+        let now = unsafe { libc::signal(libc::SIGTRAP, before) };
+        assert_eq!(now, libc::SIG_IGN, "SIGTRAP is still ignored\n{trace}");
+        assert_tracer_still_works(t);
+    });
+}
