@@ -147,6 +147,33 @@ pub(crate) fn mnemonic(insn: &str) -> &str {
     }
 }
 
+/// Where `want` and `got` first differ: the shorter length when one is a prefix of
+/// the other.
+pub(crate) fn first_difference<R: PartialEq>(want: &[R], got: &[R]) -> usize {
+    want.iter()
+        .zip(got)
+        .position(|(w, g)| w != g)
+        .unwrap_or(want.len().min(got.len()))
+}
+
+/// Appends to a failure message the expected and the actual rows whose index is in
+/// `shown`, numbered `#i` in a column `width` wide, with row `mark` marked `>`.
+pub(crate) fn write_rows<R>(
+    msg: &mut String,
+    (want, got): (&[R], &[R]),
+    mark: usize,
+    (shown, width): (std::ops::Range<usize>, usize),
+    describe: impl Fn(&R) -> String,
+) {
+    for (title, rows) in [("expected", want), ("actual", got)] {
+        let _ = writeln!(msg, "{title}:");
+        for (i, row) in rows.iter().enumerate().filter(|(i, _)| shown.contains(i)) {
+            let m = if i == mark { '>' } else { ' ' };
+            let _ = writeln!(msg, " {m}#{i:<width$} {}", describe(row));
+        }
+    }
+}
+
 /// The kernel's id of the calling thread (what [`Access::tid`] holds).
 pub(crate) fn current_tid() -> i32 {
     // SAFETY: gettid(2) has no preconditions and cannot fail.
@@ -168,24 +195,18 @@ pub(crate) fn check_accesses(
     if want == got {
         return;
     }
-    let first_difference = want
-        .iter()
-        .zip(&got)
-        .position(|(w, g)| w != g)
-        .unwrap_or(want.len().min(got.len()));
+    let first_difference = first_difference(&want, &got);
     let mut msg = format!(
         "{file}:{line}: assert_accesses!({expr}) failed: expected {} access(es), got {}; \
          first difference at #{first_difference}\n",
         want.len(),
         got.len()
     );
-    for (title, rows) in [("expected", &want), ("actual", &got)] {
-        let _ = writeln!(msg, "{title}:");
-        for (i, row) in rows.iter().enumerate() {
-            let mark = if i == first_difference { '>' } else { ' ' };
-            let _ = writeln!(msg, " {mark}#{i:<3} {}", row.describe(trace));
-        }
-    }
+    let all = 0..usize::MAX;
+    let rows = (want.as_slice(), got.as_slice());
+    write_rows(&mut msg, rows, first_difference, (all, 3), |r| {
+        r.describe(trace)
+    });
     let _ = write!(
         msg,
         "trace:\n{trace}hint: sites come from fixtures/DISASM.md; if the compiler or its flags \
@@ -354,11 +375,7 @@ pub(crate) fn check_exact(trace: &Trace, want: &[Want], expr: &str, file: &str, 
     if want == got.as_slice() && trace.unsupported().is_empty() {
         return;
     }
-    let first_difference = want
-        .iter()
-        .zip(&got)
-        .position(|(w, g)| w != g)
-        .unwrap_or(want.len().min(got.len()));
+    let first_difference = first_difference(want, &got);
     let mut msg = format!(
         "{file}:{line}: assert_exact!({expr}) failed: expected {} access(es), got {}; first \
          difference at #{first_difference}; {} unsupported\n",
@@ -366,13 +383,11 @@ pub(crate) fn check_exact(trace: &Trace, want: &[Want], expr: &str, file: &str, 
         got.len(),
         trace.unsupported().len()
     );
-    for (title, rows) in [("expected", want), ("actual", got.as_slice())] {
-        let _ = writeln!(msg, "{title}:");
-        for (i, row) in rows.iter().enumerate() {
-            let mark = if i == first_difference { '>' } else { ' ' };
-            let _ = writeln!(msg, " {mark}#{i:<3} {}", row.describe(trace));
-        }
-    }
+    let all = 0..usize::MAX;
+    let rows = (want, got.as_slice());
+    write_rows(&mut msg, rows, first_difference, (all, 3), |r| {
+        r.describe(trace)
+    });
     let _ = write!(
         msg,
         "trace:\n{trace}hint: offsets come from fixtures/DISASM.md (Instruction forms)"

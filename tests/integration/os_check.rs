@@ -20,7 +20,7 @@ use std::time::Duration;
 use traced_ffi::{Access, AccessKind, Region, RegionId, Trace, Tracer, describe_ip};
 use traced_ffi_fixtures::o2;
 
-use crate::check::{current_tid, mnemonic};
+use crate::check::{current_tid, first_difference, mnemonic, write_rows};
 use crate::child::{ChildRun, run};
 
 /// How many of an access's bytes a trace keeps (`MAX_RECORDED_BYTES`).
@@ -199,11 +199,7 @@ pub(crate) fn check_rows(
     if want == got.as_slice() && !trace.is_incomplete() {
         return;
     }
-    let first_difference = want
-        .iter()
-        .zip(&got)
-        .position(|(w, g)| w != g)
-        .unwrap_or(want.len().min(got.len()));
+    let first_difference = first_difference(want, &got);
     let mut msg = format!(
         "{file}:{line}: assert_rows!({expr}) failed: expected {} access(es), got {}; first \
          difference at #{first_difference}; {} unsupported, {} unknown system call(s)\n",
@@ -214,16 +210,10 @@ pub(crate) fn check_rows(
     );
     // Long traces (the timer test's 10,000 reads) are shown around the difference.
     let shown = first_difference.saturating_sub(5)..first_difference + 20;
-    for (title, rows) in [("expected", want), ("actual", got.as_slice())] {
-        let _ = writeln!(msg, "{title}:");
-        for (i, row) in rows.iter().enumerate() {
-            if !shown.contains(&i) {
-                continue;
-            }
-            let mark = if i == first_difference { '>' } else { ' ' };
-            let _ = writeln!(msg, " {mark}#{i:<5} {}", row.describe(trace));
-        }
-    }
+    let rows = (want, got.as_slice());
+    write_rows(&mut msg, rows, first_difference, (shown, 5), |r| {
+        r.describe(trace)
+    });
     if trace.accesses().len() <= 200 {
         let _ = write!(msg, "trace:\n{trace}");
     } else {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use traced_ffi::{Access, AccessKind, Buffer, Region, RegionId, Trace, Tracer, traced_ffi};
 use traced_ffi_fixtures::syscalls as fx;
 
-use crate::check::{current_tid, mnemonic, pattern};
+use crate::check::{current_tid, first_difference, mnemonic, pattern, write_rows};
 
 /// What the kernel stores for `fstat`/`newfstatat`: a whole `struct stat`.
 const STAT_SIZE: usize = 144;
@@ -179,11 +179,7 @@ fn assert_trace(trace: &Trace, want: &[Want]) {
     if want == got.as_slice() && !trace.is_incomplete() {
         return;
     }
-    let first_difference = want
-        .iter()
-        .zip(&got)
-        .position(|(w, g)| w != g)
-        .unwrap_or(want.len().min(got.len()));
+    let first_difference = first_difference(want, &got);
     let mut msg = format!(
         "{}: expected {} access(es), got {}; first difference at #{first_difference}; {} \
          unsupported, {} unknown system call(s)\n",
@@ -193,13 +189,11 @@ fn assert_trace(trace: &Trace, want: &[Want]) {
         trace.unsupported().len(),
         trace.unknown_syscalls().len(),
     );
-    for (title, rows) in [("expected", want), ("actual", got.as_slice())] {
-        let _ = writeln!(msg, "{title}:");
-        for (i, row) in rows.iter().enumerate() {
-            let mark = if i == first_difference { '>' } else { ' ' };
-            let _ = writeln!(msg, " {mark}#{i:<3} {}", row.describe(trace));
-        }
-    }
+    let all = 0..usize::MAX;
+    let rows = (want, got.as_slice());
+    write_rows(&mut msg, rows, first_difference, (all, 3), |r| {
+        r.describe(trace)
+    });
     let _ = write!(
         msg,
         "unknown system calls: {:?}\ntrace:\n{trace}",
