@@ -159,6 +159,7 @@ impl Supervisor {
         r.rip = self.stub_base + stub::GADGET_OFFSET;
         self.pt.setregs(tid, &r)?;
         let mut result = Err(io::Error::other("the injected system call did not finish"));
+        let mut arrived = Vec::new();
         // Entry stop, then exit stop.
         for _ in 0..2 {
             self.pt.syscall(tid)?;
@@ -168,13 +169,22 @@ impl Supervisor {
                     WaitEvent::Exited { .. } | WaitEvent::Killed { .. } => {
                         return Err(io::Error::from_raw_os_error(libc::ESRCH));
                     }
-                    // Anything else (a signal) waits: it is delivered later.
+                    // A signal waits until the call is done (below).
+                    WaitEvent::SignalStop { signal, .. } => {
+                        arrived.push(signal);
+                        self.pt.syscall(tid)?;
+                    }
                     _ => self.pt.syscall(tid)?,
                 }
             }
             result = self.pt.getregs(tid).map(|r| r.rax as i64);
         }
         self.pt.setregs(tid, &saved)?;
+        for signal in arrived {
+            // Sent again to the thread: it is delivered at its next resume.
+            // SAFETY: tgkill takes integers; the thread belongs to our child.
+            unsafe { libc::syscall(libc::SYS_tgkill, self.child, tid, signal) };
+        }
         result
     }
 }
