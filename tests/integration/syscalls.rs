@@ -485,6 +485,20 @@ fn segment_wants(
     ]
 }
 
+/// The kernel's reads of the whole non-empty `SEGS` of `data` (22 bytes), by `name`.
+fn whole_segment_reads(data: &Buffer, name: &'static str) -> Vec<Want> {
+    vec![
+        Want::kernel_read(data, 0, &data[0..5], name),
+        Want::kernel_read(data, 16, &data[16..23], name),
+        Want::kernel_read(data, 32, &data[32..42], name),
+    ]
+}
+
+/// The 22 bytes the whole non-empty `SEGS` of `data` hold, in order.
+fn whole_segments(data: &Buffer) -> Vec<u8> {
+    [&data[0..5], &data[16..23], &data[32..42]].concat()
+}
+
 /// Where `bytes` land in a 48-byte buffer split as `SEGS`.
 fn scattered(bytes: &[u8]) -> Vec<u8> {
     let mut v = vec![0u8; 48];
@@ -537,17 +551,16 @@ fn writev_with_a_traced_iovec_array_reads_the_array_then_each_segment(t: &mut Tr
     // SAFETY: the 4 iovecs in `iov_buf` point into `data`.
     let (n, trace) = t.call(|| unsafe { fx::sys_writev(pipe.wfd(), iov, 4) });
     assert_eq!(n, 22, "\n{trace}");
-    let sent = [&data[0..5], &data[16..23], &data[32..42]].concat();
+    let sent = whole_segments(&data);
     assert_eq!(pipe.take(22), sent);
-    assert_trace(
-        &trace,
-        &[
-            Want::kernel_read(&iov_buf, 0, &iovec_bytes(&iovs), "writev"),
-            Want::kernel_read(&data, 0, &data[0..5], "writev"),
-            Want::kernel_read(&data, 16, &data[16..23], "writev"),
-            Want::kernel_read(&data, 32, &data[32..42], "writev"),
-        ],
-    );
+    let mut want = vec![Want::kernel_read(
+        &iov_buf,
+        0,
+        &iovec_bytes(&iovs),
+        "writev",
+    )];
+    want.extend(whole_segment_reads(&data, "writev"));
+    assert_trace(&trace, &want);
 }
 
 #[traced_ffi]
@@ -582,16 +595,9 @@ fn pwritev_to_a_file_reads_the_segments_named_pwritev(t: &mut Tracer) {
     // SAFETY: the 4 iovecs point into `data`.
     let (n, trace) = t.call(|| unsafe { fx::sys_pwritev(file.fd(), iov.cast(), 4, 2) });
     assert_eq!(n, 22, "\n{trace}");
-    let sent = [&data[0..5], &data[16..23], &data[32..42]].concat();
+    let sent = whole_segments(&data);
     assert_eq!(file.contents(), [&[0, 0][..], &sent].concat());
-    assert_trace(
-        &trace,
-        &[
-            Want::kernel_read(&data, 0, &data[0..5], "pwritev"),
-            Want::kernel_read(&data, 16, &data[16..23], "pwritev"),
-            Want::kernel_read(&data, 32, &data[32..42], "pwritev"),
-        ],
-    );
+    assert_trace(&trace, &whole_segment_reads(&data, "pwritev"));
 }
 
 // ----------------------------------------------------------------------- sockets
@@ -656,19 +662,18 @@ fn sendmsg_with_an_untraced_msghdr_reads_the_iovec_array_then_the_segments(t: &m
     // SAFETY: the 4 iovecs in `iov_buf` point into `data`; the msghdr is the fixture's.
     let (n, trace) = t.call(|| unsafe { fx::sys_sendmsg_iov(a.as_raw_fd(), iov, 4) });
     assert_eq!(n, 22, "\n{trace}");
-    let sent = [&data[0..5], &data[16..23], &data[32..42]].concat();
+    let sent = whole_segments(&data);
     let mut got = [0u8; 22];
     (&b).read_exact(&mut got).expect("receive");
     assert_eq!(got[..], sent[..]);
-    assert_trace(
-        &trace,
-        &[
-            Want::kernel_read(&iov_buf, 0, &iovec_bytes(&iovs), "sendmsg"),
-            Want::kernel_read(&data, 0, &data[0..5], "sendmsg"),
-            Want::kernel_read(&data, 16, &data[16..23], "sendmsg"),
-            Want::kernel_read(&data, 32, &data[32..42], "sendmsg"),
-        ],
-    );
+    let mut want = vec![Want::kernel_read(
+        &iov_buf,
+        0,
+        &iovec_bytes(&iovs),
+        "sendmsg",
+    )];
+    want.extend(whole_segment_reads(&data, "sendmsg"));
+    assert_trace(&trace, &want);
 }
 
 #[traced_ffi]
