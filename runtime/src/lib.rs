@@ -3,38 +3,38 @@
 //!
 //! This crate knows nothing of tests; the `traced-ffi` crate builds the test
 //! harness on it. Linux on x86-64 only.
+//!
+//! A folder says which process runs its code (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`launch`](crate::launch): the fork. Before it there is one process;
+//!   after it the parent runs `supervisor/`, the child `tracee/`.
+//! - `supervisor/`: the parent, a ptrace supervisor (single-threaded,
+//!   blocked in `waitid`).
+//! - `tracee/`: the test process's side: starting and ending a call, the
+//!   guarded arena, the seccomp filters.
+//! - process-free, used by both: `layout.rs` (the memory layout both agree
+//!   on), `protocol.rs` (the messages between them), `decode/`
+//!   (instructions, extended state, system call effects) and `trace/` (the
+//!   events, the `Trace`, symbols).
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("traced-ffi-runtime supports Linux on x86-64 only");
 
-mod arena;
-mod client;
 mod decode;
-mod emulate;
-mod error;
-mod event;
-mod fault;
-mod futex;
-mod kernel;
-mod late;
 mod launch;
+mod layout;
 mod protocol;
-mod ptrace;
-mod seccomp;
-mod sigstate;
-mod stub;
 mod supervisor;
-mod symbols;
-mod syscalls;
-mod threads;
-mod xstate;
+mod trace;
+mod tracee;
 
-pub use arena::{GuardedMapping, PAGE_SIZE, page_ceil, page_floor, page_protection};
-pub use client::{ActiveCall, Protection, begin_call};
-pub use error::{AllocError, CallError, LaunchError};
-pub use event::{
+pub use launch::{Launched, launch, run_untraced};
+pub use layout::{PAGE_SIZE, page_ceil, page_floor};
+pub use trace::event::{
     Access, AccessKind, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
     RegionKind, Stats, Trace, UnknownSyscall, Unsupported,
 };
-pub use launch::{Launched, launch, run_untraced};
-pub use symbols::{describe_ip, symbolize};
+pub use trace::symbols::{describe_ip, symbolize};
+pub use tracee::arena::{GuardedMapping, page_protection};
+pub use tracee::call::{ActiveCall, Protection, begin_call};
+pub use tracee::error::{AllocError, CallError, LaunchError};

@@ -45,7 +45,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::event::{RegionDesc, Trace};
+use crate::trace::event::{RegionDesc, Trace};
 
 /// Sent by the supervisor once, right after the fork.
 #[derive(Debug, Serialize, Deserialize)]

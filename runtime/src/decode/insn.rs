@@ -7,8 +7,9 @@ use iced_x86::{
 };
 use libc::user_regs_struct;
 
-use crate::event::AccessKind;
-use crate::xstate::{self, XState};
+use super::moves::{self, Emulation};
+use super::xstate::{self, XState};
+use crate::trace::event::AccessKind;
 
 /// `EFLAGS.DF`: string instructions walk downwards.
 const FLAG_DF: u64 = 1 << 10;
@@ -33,7 +34,7 @@ pub(crate) struct Decoded {
     /// How the instruction can be executed with its pages open.
     pub(crate) exec: Exec,
     /// Set for plain moves the supervisor carries out itself.
-    pub(crate) emulation: Option<crate::emulate::Emulation>,
+    pub(crate) emulation: Option<Emulation>,
     /// Set for forms whose accesses are not iced's operands as they stand.
     pub(crate) special: Option<Special>,
 }
@@ -263,7 +264,7 @@ pub(crate) fn decode(ip: u64, bytes: &[u8]) -> Decoded {
         Exec::Displace
     };
     let emulation = if unsupported.is_none() && special.is_none() && mem.len() == 1 {
-        crate::emulate::plan(&insn)
+        moves::plan(&insn)
     } else {
         None
     };

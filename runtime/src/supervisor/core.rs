@@ -1,126 +1,66 @@
-//! The supervisor: one thread, blocked in `waitid` until a tracee thread
-//! stops. It answers doorbells (see `protocol`), handles faults on protected
-//! pages during a call (see `fault`), and passes every other signal on.
+//! The supervisor's core: its state, its event loop, the requests of the
+//! test process (start and end of a call) and the signals it passes on.
+//! The other files of `supervisor/` add the handling of faults, system
+//! calls, threads and signals as methods on [`Supervisor`]; they depend on
+//! this file, not the reverse.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::rc::Rc;
 
 use libc::{c_int, pid_t};
 
-use crate::decode::Decoded;
-use crate::event::{Access, Note, RegionDesc, Stats, Trace, UnknownSyscall, Unsupported};
+use super::call::{Call, Ended, Watching};
+use super::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
+use super::report::{die_of, report, wait_untraced};
+use super::thread::Thread;
+use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
-use crate::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
+use crate::trace::event::{Note, Trace};
 
-/// `SEGV_MAPERR` (siginfo.h): no mapping at the address.
-const SEGV_MAPERR: c_int = 1;
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
-pub(crate) const SEGV_ACCERR: c_int = 2;
+pub(super) const SEGV_ACCERR: c_int = 2;
 /// `SI_TKILL` (siginfo.h): the signal was sent by tkill/tgkill.
 const SI_TKILL: c_int = -6;
 
-/// A traced call in progress.
-pub(crate) struct Call {
-    pub(crate) tid: pid_t,
-    pub(crate) test: String,
-    pub(crate) call: String,
-    pub(crate) regions: Vec<RegionDesc>,
-    /// Protected page ranges `(start, end)`, sorted and merged.
-    pub(crate) protected: Vec<(u64, u64)>,
-    pub(crate) accesses: Vec<Access>,
-    pub(crate) unsupported: Vec<Unsupported>,
-    pub(crate) notes: Vec<Note>,
-    pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
-    /// System calls running in a stub, per thread.
-    pub(crate) in_kernel: HashMap<pid_t, crate::kernel::InKernel>,
-    /// The threads of the call: the calling thread, the threads it created
-    /// during the call, and any thread that touched a protected page.
-    pub(crate) threads: std::collections::BTreeSet<pid_t>,
-    /// Writes whose bytes are read back at the thread's next stop:
-    /// `(index into accesses, address, bytes to read)`.
-    pub(crate) pending: Vec<(pid_t, usize, u64, usize)>,
-    pub(crate) cache: HashMap<u64, Rc<Decoded>>,
-    pub(crate) stats: Stats,
-    requests_at_start: u64,
-}
-
-impl Call {
-    /// A call of thread `tid` on `regions`, protecting their spans.
-    pub(crate) fn new(
-        tid: pid_t,
-        test: String,
-        call: String,
-        regions: Vec<RegionDesc>,
-        requests_at_start: u64,
-    ) -> Call {
-        Call {
-            tid,
-            test,
-            call,
-            protected: crate::client::merged_spans(&regions),
-            regions,
-            accesses: Vec::new(),
-            unsupported: Vec::new(),
-            notes: Vec::new(),
-            unknown_syscalls: Vec::new(),
-            in_kernel: HashMap::new(),
-            threads: std::collections::BTreeSet::from([tid]),
-            pending: Vec::new(),
-            cache: HashMap::new(),
-            stats: Stats {
-                stops: 1,
-                ..Stats::default()
-            },
-            requests_at_start,
-        }
-    }
-
-    /// True if `[addr, addr+len)` overlaps a protected page.
-    pub(crate) fn is_protected(&self, addr: u64, len: u64) -> bool {
-        self.protected
-            .iter()
-            .any(|&(s, e)| addr < e && addr + len.max(1) > s)
-    }
-}
-
-pub(crate) struct Supervisor {
-    pub(crate) child: pid_t,
+/// The supervisor's state. Its fields are private to `supervisor/`; each
+/// says which file of it owns it.
+pub(super) struct Supervisor {
+    /// The test process (its main thread's tid is its pid).
+    pub(super) child: pid_t,
+    /// The test process's end of the request socket.
     sock: UnixStream,
-    pub(crate) mem: File,
-    pub(crate) stub_base: u64,
-    pub(crate) pt: Ptrace,
-    pub(crate) call: Option<Call>,
-    /// The stub code last written in each slot, to skip identical rewrites.
-    pub(crate) last_stub: Vec<Vec<u8>>,
-    /// Each thread's stub slot, assigned at its first need and kept.
-    pub(crate) slots: HashMap<pid_t, usize>,
+    /// The test process's memory (`/proc/PID/mem`), which reads and writes
+    /// `PROT_NONE` private pages.
+    pub(super) mem: File,
+    /// The stub area's address (see `layout`), the same in both processes.
+    pub(super) stub_base: u64,
+    /// The buffer reservation's start, if the launch made one.
+    reservation: Option<u64>,
+    pub(super) pt: Ptrace,
+    /// Every thread the supervisor knows something about (see `thread`).
+    pub(super) threads: HashMap<pid_t, Thread>,
+    /// The call in progress.
+    pub(super) call: Option<Call>,
     /// Processes forked by the test process (and their threads), traced so
-    /// their copies of protected pages can be opened for them.
-    pub(crate) foreign: std::collections::HashSet<pid_t>,
+    /// their copies of protected pages can be opened for them (`forks`).
+    pub(super) foreign: HashSet<pid_t>,
     /// Those of them created by vfork: they share our memory until exec.
-    pub(crate) vforked: std::collections::HashSet<pid_t>,
-    /// Threads stopped with an event the supervisor consumed (while stopping
-    /// the others for an exclusive section) and has not handled yet.
-    pub(crate) held: std::collections::HashSet<pid_t>,
-    /// Futex words in buffers and their shadow words (see `futex.rs`).
-    pub(crate) shadows: HashMap<u64, u64>,
-    /// Futex calls moved onto a shadow word, until their exit.
-    pub(crate) moved: HashMap<pid_t, crate::futex::Moved>,
-    /// The call that just ended, if threads it created still run (see
-    /// `late.rs`); taken by `watch_late_threads`.
-    pub(crate) ended: Option<crate::late::Ended>,
-    /// A call whose late threads are being watched.
-    pub(crate) watching: Option<crate::late::Watching>,
-    /// Blocked-signal masks of the threads that trace (see `sigstate.rs`).
-    pub(crate) thread_masks: HashMap<pid_t, u64>,
-    /// The process's handlers of SIGSEGV and SIGTRAP, as `struct sigaction`.
-    pub(crate) sig_actions: HashMap<i32, [u8; 32]>,
+    pub(super) vforked: HashSet<pid_t>,
+    /// Futex words in buffers and their shadow words (`futex`).
+    pub(super) shadows: HashMap<u64, u64>,
+    /// The call that just ended, if threads it created still run (`late`);
+    /// taken by `watch_late_threads`.
+    pub(super) ended: Option<Ended>,
+    /// A call whose late threads are being watched (`late`).
+    pub(super) watching: Option<Watching>,
+    /// The process's handlers of SIGSEGV and SIGTRAP, as `struct sigaction`
+    /// (`sigstate`).
+    pub(super) sig_actions: HashMap<i32, [u8; 32]>,
     /// Whether `sig_actions` was read from the process yet.
-    pub(crate) sig_actions_known: bool,
+    pub(super) sig_actions_known: bool,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -133,7 +73,12 @@ const SEIZE_OPTIONS: c_int = libc::PTRACE_O_EXITKILL
     | libc::PTRACE_O_TRACEEXEC;
 
 /// Seizes `child` and supervises it until it exits; never returns.
-pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> ! {
+pub(crate) fn supervise(
+    child: pid_t,
+    mut sock: UnixStream,
+    stub_base: u64,
+    reservation: Option<u64>,
+) -> ! {
     // The terminal's Ctrl-C and Ctrl-\ go to the whole process group: let the
     // child take them and mirror its death. A reply to a dead child must not
     // kill the supervisor.
@@ -178,18 +123,15 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
         sock,
         mem,
         stub_base,
+        reservation,
         pt,
+        threads: HashMap::new(),
         call: None,
-        last_stub: vec![Vec::new(); crate::stub::SLOTS],
-        slots: HashMap::new(),
-        foreign: std::collections::HashSet::new(),
-        vforked: std::collections::HashSet::new(),
-        held: std::collections::HashSet::new(),
+        foreign: HashSet::new(),
+        vforked: HashSet::new(),
         shadows: HashMap::new(),
-        moved: HashMap::new(),
         ended: None,
         watching: None,
-        thread_masks: HashMap::new(),
         sig_actions: HashMap::new(),
         sig_actions_known: false,
     };
@@ -224,51 +166,6 @@ fn thread_is_running(pid: pid_t, tid: pid_t) -> bool {
         .unwrap_or(false)
 }
 
-/// Prints a supervisor message on stderr.
-pub(crate) fn report(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr(), "traced-ffi supervisor: {msg}");
-}
-
-/// Waits for an untraced child and mirrors its exit.
-fn wait_untraced(child: pid_t) -> ! {
-    loop {
-        let mut status = 0;
-        // SAFETY: `status` is a valid out-parameter.
-        let r = unsafe { libc::waitpid(child, &mut status, 0) };
-        if r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        if r == -1 {
-            std::process::exit(101);
-        }
-        if libc::WIFEXITED(status) {
-            std::process::exit(libc::WEXITSTATUS(status));
-        }
-        if libc::WIFSIGNALED(status) {
-            die_of(libc::WTERMSIG(status));
-        }
-    }
-}
-
-/// Dies of `sig` as the child did, without dumping the supervisor's core.
-fn die_of(sig: c_int) -> ! {
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on this process with valid arguments.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::signal(sig, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(sig);
-    }
-    std::process::exit(128 + sig)
-}
-
 impl Supervisor {
     fn run(mut self) -> ! {
         loop {
@@ -284,7 +181,7 @@ impl Supervisor {
     }
 
     /// Handles one stop or exit.
-    pub(crate) fn dispatch(&mut self, event: WaitEvent) {
+    pub(super) fn dispatch(&mut self, event: WaitEvent) {
         {
             if let Some(call) = &mut self.call
                 && event.tid() == Some(call.tid)
@@ -295,8 +192,9 @@ impl Supervisor {
                 WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
                 WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
-                    self.slots.remove(&tid);
-                    self.thread_masks.remove(&tid);
+                    // Its last stores are done: read them before forgetting it.
+                    self.read_back_writes_of(Some(tid));
+                    self.threads.remove(&tid);
                     self.late_thread_exited(tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
@@ -343,87 +241,15 @@ impl Supervisor {
         }
     }
 
-    /// The test process forked: the child is traced (so that its copy of the
-    /// protected pages can be opened for it) but is not part of any call.
-    /// A vfork child (`posix_spawn`, `system`) shares our memory until it
-    /// execs: it is traced so that its system calls that our filters stop
-    /// (glibc's `posix_spawn` child sets its signal mask) are let through,
-    /// instead of failing with `ENOSYS` for lack of a tracer.
-    fn on_fork(&mut self, tid: pid_t, vfork: bool) {
-        if let Ok(child) = self.pt.geteventmsg(tid) {
-            self.foreign.insert(child as pid_t);
-            if vfork {
-                self.vforked.insert(child as pid_t);
-            }
-        }
-        self.resume(tid, 0);
-    }
-
     /// True if `addr` lies in the address range reserved for buffers.
-    pub(crate) fn in_buffer_range(&self, addr: u64) -> bool {
-        crate::arena::in_reservation(addr)
-    }
-
-    /// True if `tid` is not a thread of the test process: a forked child or
-    /// one of its threads.
-    pub(crate) fn is_foreign(&mut self, tid: pid_t) -> bool {
-        if self.foreign.contains(&tid) {
-            return true;
-        }
-        if tid == self.child || self.call.as_ref().is_some_and(|c| c.threads.contains(&tid)) {
-            return false;
-        }
-        let foreign = !std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists();
-        if foreign {
-            self.foreign.insert(tid);
-        }
-        foreign
-    }
-
-    /// A forked child touched its copy of a protected page: open all of them
-    /// in the child (its accesses are not traced) and let it go on.
-    fn open_pages_in_child(&mut self, tid: pid_t) {
-        let spans = self.all_protected();
-        let result = (|| -> io::Result<()> {
-            let regs = self.pt.getregs(tid)?;
-            let mut deferred = Vec::new();
-            for span in spans {
-                self.inject_mprotect(
-                    tid,
-                    &regs,
-                    span,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    &mut deferred,
-                )?;
-            }
-            self.pt.setregs(tid, &regs)
-        })();
-        match result {
-            Ok(()) => self.resume(tid, 0),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => {
-                report(format_args!(
-                    "cannot open the protected pages in forked process {tid}: {e}"
-                ));
-                self.resume(tid, libc::SIGSEGV);
-            }
-        }
-    }
-
-    /// A thread of the call created a thread: it belongs to the call too.
-    fn on_clone(&mut self, tid: pid_t) {
-        if let Ok(new) = self.pt.geteventmsg(tid)
-            && let Some(call) = &mut self.call
-            && call.threads.contains(&tid)
-        {
-            call.threads.insert(new as pid_t);
-        }
-        self.resume(tid, 0);
+    pub(super) fn in_buffer_range(&self, addr: u64) -> bool {
+        self.reservation
+            .is_some_and(|start| in_reservation(start, addr))
     }
 
     /// Runs a ptrace operation; a thread that died meanwhile (ESRCH) is not
     /// an error (its exit is reported by waitid), anything else is reported.
-    pub(crate) fn ok(&mut self, tid: pid_t, op: impl FnOnce(&mut Ptrace) -> io::Result<()>) {
+    pub(super) fn ok(&mut self, tid: pid_t, op: impl FnOnce(&mut Ptrace) -> io::Result<()>) {
         if let Err(e) = op(&mut self.pt)
             && e.raw_os_error() != Some(libc::ESRCH)
         {
@@ -431,7 +257,7 @@ impl Supervisor {
         }
     }
 
-    pub(crate) fn resume(&mut self, tid: pid_t, signal: c_int) {
+    pub(super) fn resume(&mut self, tid: pid_t, signal: c_int) {
         self.ok(tid, |pt| pt.cont(tid, signal));
     }
 
@@ -450,7 +276,7 @@ impl Supervisor {
                 self.on_segv(tid);
             }
             libc::SIGTRAP if self.finish_syscall(tid) => {}
-            libc::SIGTRAP if crate::stub::is_in_code(self.stub_base, self.rip(tid)) => {
+            libc::SIGTRAP if is_in_stub_code(self.stub_base, self.rip(tid)) => {
                 report(format_args!(
                     "mprotect inside the stub failed for thread {tid}; delivering SIGSEGV"
                 ));
@@ -550,14 +376,14 @@ impl Supervisor {
         let Some(mut call) = self.call.take() else {
             return Trace::default();
         };
-        let late: std::collections::BTreeSet<pid_t> = call
+        let late: BTreeSet<pid_t> = call
             .threads
             .iter()
             .copied()
             .filter(|&t| t != call.tid && thread_is_running(self.child, t))
             .collect();
         for &tid in &late {
-            call.notes.push(crate::event::Note {
+            call.notes.push(Note {
                 ip: 0,
                 insn: String::new(),
                 region: None,
@@ -570,7 +396,7 @@ impl Supervisor {
             });
         }
         if !late.is_empty() {
-            self.ended = Some(crate::late::Ended {
+            self.ended = Some(Ended {
                 tid: call.tid,
                 test: call.test.clone(),
                 call: call.call.clone(),
@@ -593,26 +419,34 @@ impl Supervisor {
     /// Reads the bytes of the pending writes of `tid` (of every thread for
     /// `None`): the instruction has run and no other instruction can have
     /// touched those protected bytes since.
-    pub(crate) fn read_back_writes_of(&mut self, tid: Option<pid_t>) {
+    pub(super) fn read_back_writes_of(&mut self, tid: Option<pid_t>) {
         let Some(call) = &mut self.call else { return };
-        if call.pending.is_empty() {
-            return;
-        }
-        let (done, keep): (Vec<_>, Vec<_>) = call
-            .pending
-            .drain(..)
-            .partition(|p| tid.is_none_or(|t| t == p.0));
-        call.pending = keep;
-        for (_, index, addr, len) in done {
-            let mut bytes = vec![0u8; len];
-            match self.mem.read_at(&mut bytes, addr) {
-                Ok(n) => bytes.truncate(n),
-                Err(_) => bytes.clear(),
+        let mem = &self.mem;
+        let mut read_back = |thread: &mut Thread| {
+            for p in thread.pending.drain(..) {
+                let mut bytes = vec![0u8; p.len];
+                match mem.read_at(&mut bytes, p.addr) {
+                    Ok(n) => bytes.truncate(n),
+                    Err(_) => bytes.clear(),
+                }
+                if let Some(a) = call.accesses.get_mut(p.index) {
+                    a.bytes = bytes;
+                }
             }
-            if let Some(a) = call.accesses.get_mut(index) {
-                a.bytes = bytes;
+        };
+        match tid {
+            Some(tid) => {
+                if let Some(thread) = self.threads.get_mut(&tid) {
+                    read_back(thread);
+                }
             }
+            None => self.threads.values_mut().for_each(read_back),
         }
+    }
+
+    /// What the supervisor knows about `tid`, created empty at first need.
+    pub(super) fn thread_mut(&mut self, tid: pid_t) -> &mut Thread {
+        self.threads.entry(tid).or_default()
     }
 
     fn on_segv(&mut self, tid: pid_t) {
@@ -639,88 +473,5 @@ impl Supervisor {
             self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));
             self.resume(tid, libc::SIGSEGV);
         }
-    }
-
-    /// Explains a crash signal the program does not handle, naming the test
-    /// and call if one is active.
-    pub(crate) fn report_crash(&mut self, tid: pid_t, signal: c_int, fault: Option<(c_int, u64)>) {
-        if signal_is_caught(self.child, signal) {
-            return;
-        }
-        let Ok(regs) = self.pt.getregs(tid) else {
-            return;
-        };
-        let mut insn = [0u8; crate::decode::MAX_INSN_LEN];
-        let n = self.mem.read_at(&mut insn, regs.rip).unwrap_or(0);
-        let text = if n == 0 {
-            "(instruction not readable)".to_owned()
-        } else {
-            crate::decode::decode(regs.rip, &insn[..n]).text
-        };
-        let place = crate::symbols::symbolize_in(self.child, regs.rip)
-            .unwrap_or_else(|| format!("{:#x}", regs.rip));
-        let during = match &self.call {
-            Some(c) => format!("test `{}`, traced call at {}", c.test, c.call),
-            None => "outside any traced call".to_owned(),
-        };
-        let what = match fault {
-            Some((code, addr)) => format!(
-                " ({}) at address {addr:#x}",
-                match code {
-                    SEGV_MAPERR => "SEGV_MAPERR: nothing is mapped there",
-                    SEGV_ACCERR => "SEGV_ACCERR: the page forbids this access",
-                    _ => "sent by a process",
-                }
-            ),
-            None => String::new(),
-        };
-        report(format_args!(
-            "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
-             rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
-             r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
-             rip={:#x} eflags={:#x}",
-            signal_name(signal),
-            regs.rax,
-            regs.rbx,
-            regs.rcx,
-            regs.rdx,
-            regs.rsi,
-            regs.rdi,
-            regs.rbp,
-            regs.rsp,
-            regs.r8,
-            regs.r9,
-            regs.r10,
-            regs.r11,
-            regs.r12,
-            regs.r13,
-            regs.r14,
-            regs.r15,
-            regs.rip,
-            regs.eflags
-        ));
-    }
-}
-
-/// True if the process has a handler installed for `signal`
-/// (`SigCgt` in /proc/PID/status).
-fn signal_is_caught(pid: pid_t, signal: c_int) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
-}
-
-fn signal_name(signal: c_int) -> String {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGILL => "SIGILL".into(),
-        libc::SIGFPE => "SIGFPE".into(),
-        other => format!("{other}"),
     }
 }

@@ -26,11 +26,11 @@
 
 use std::io;
 
-use crate::arena::RESERVATION_SHIFT;
+use crate::layout::{RESERVATION_SHIFT, STUB_AREA_SIZE};
 
 /// The upper bits of an instruction address in the stub area (aligned to its
 /// size).
-const STUB_MASK: u32 = !(crate::stub::STUB_AREA_SIZE as u32 - 1);
+const STUB_MASK: u32 = !(STUB_AREA_SIZE as u32 - 1);
 
 /// `AUDIT_ARCH_X86_64` (linux/audit.h).
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -215,7 +215,7 @@ pub(crate) fn libc_text() -> Option<(u64, u64)> {
     let probe = libc::writev as *const () as u64;
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
-        .filter_map(crate::symbols::parse_maps_line)
+        .filter_map(crate::trace::symbols::parse_maps_line)
         .find(|m| m.start <= probe && probe < m.end && m.perms.get(2) == Some(&b'x'))
         .map(|m| (m.start, m.end))
 }

@@ -2,7 +2,7 @@
 //! (the ranges to open before it runs) and its result (the accesses to
 //! record after). x86-64 numbers; the layouts are the kernel's UAPI ones.
 
-use crate::event::AccessKind;
+use crate::trace::event::AccessKind;
 
 /// Reads tracee memory at an address into a buffer; returns the bytes read.
 pub(crate) type ReadMem<'a> = &'a dyn Fn(u64, &mut [u8]) -> usize;

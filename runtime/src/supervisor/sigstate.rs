@@ -23,9 +23,9 @@ use std::os::unix::fs::FileExt;
 
 use libc::{pid_t, user_regs_struct};
 
-use crate::ptrace::WaitEvent;
-use crate::stub;
-use crate::supervisor::Supervisor;
+use super::core::Supervisor;
+use super::ptrace::{self, WaitEvent};
+use crate::layout::{GADGET_OFFSET, SCRATCH_OFFSET};
 
 /// Size of the kernel's `struct sigaction` on x86-64 (handler, flags,
 /// restorer, mask).
@@ -47,16 +47,16 @@ const UNBLOCKABLE: u64 = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1))
 impl Supervisor {
     /// At the start of a call: the calling thread's mask, and the first time
     /// the process's handlers of the signals we raise.
-    pub(crate) fn note_signal_state(&mut self, tid: pid_t) {
+    pub(super) fn note_signal_state(&mut self, tid: pid_t) {
         if let Ok(mask) = self.pt.getsigmask(tid) {
-            self.thread_masks.insert(tid, mask);
+            self.thread_mut(tid).mask = Some(mask);
         }
         if self.sig_actions_known {
             return;
         }
         self.sig_actions_known = true;
         for signal in FORCED {
-            let scratch = self.stub_base + stub::SCRATCH_OFFSET;
+            let scratch = self.stub_base + SCRATCH_OFFSET;
             let args = [signal as u64, 0, scratch, 8, 0, 0];
             if matches!(
                 self.inject_quietly(tid, libc::SYS_rt_sigaction as u64, args),
@@ -72,7 +72,7 @@ impl Supervisor {
 
     /// A seccomp stop on `rt_sigprocmask` or `rt_sigaction`: follow the
     /// thread's mask or the process's handler. Returns false for other calls.
-    pub(crate) fn on_signal_syscall(&mut self, tid: pid_t, regs: &user_regs_struct) -> bool {
+    pub(super) fn on_signal_syscall(&mut self, tid: pid_t, regs: &user_regs_struct) -> bool {
         let nr = regs.orig_rax;
         if nr == libc::SYS_rt_sigprocmask as u64 {
             let (how, set) = (regs.rdi, regs.rsi);
@@ -88,7 +88,7 @@ impl Supervisor {
                     SIG_SETMASK => set,
                     _ => old,
                 };
-                self.thread_masks.insert(tid, new & !UNBLOCKABLE);
+                self.thread_mut(tid).mask = Some(new & !UNBLOCKABLE);
             }
         } else if nr == libc::SYS_rt_sigaction as u64 {
             let (signal, act) = (regs.rdi as i32, regs.rsi);
@@ -109,8 +109,8 @@ impl Supervisor {
     /// After one of our faults or traps in `tid`: if its mask blocks the
     /// signal, block it again; if it was blocked or ignored, put back the
     /// process's handler (SIG_IGN included).
-    pub(crate) fn restore_signal_state(&mut self, tid: pid_t) {
-        let blocked = self.thread_masks.get(&tid).copied().unwrap_or(0);
+    pub(super) fn restore_signal_state(&mut self, tid: pid_t) {
+        let blocked = self.threads.get(&tid).and_then(|t| t.mask).unwrap_or(0);
         // The kernel resets the handler if the signal was blocked or ignored.
         let ignored = |s: i32| {
             self.sig_actions
@@ -130,7 +130,7 @@ impl Supervisor {
                 let _ = self.pt.setsigmask(tid, want);
             }
         }
-        let scratch = self.stub_base + stub::SCRATCH_OFFSET;
+        let scratch = self.stub_base + SCRATCH_OFFSET;
         for signal in forced {
             let Some(action) = self.sig_actions.get(&signal).copied() else {
                 continue;
@@ -156,7 +156,7 @@ impl Supervisor {
         r.orig_rax = u64::MAX;
         (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) =
             (args[0], args[1], args[2], args[3], args[4], args[5]);
-        r.rip = self.stub_base + stub::GADGET_OFFSET;
+        r.rip = self.stub_base + GADGET_OFFSET;
         self.pt.setregs(tid, &r)?;
         let mut result = Err(io::Error::other("the injected system call did not finish"));
         let mut arrived = Vec::new();
@@ -164,7 +164,7 @@ impl Supervisor {
         for _ in 0..2 {
             self.pt.syscall(tid)?;
             loop {
-                match crate::ptrace::wait_tid(tid)? {
+                match ptrace::wait_tid(tid)? {
                     WaitEvent::SyscallStop { .. } => break,
                     WaitEvent::Exited { .. } | WaitEvent::Killed { .. } => {
                         return Err(io::Error::from_raw_os_error(libc::ESRCH));

@@ -10,17 +10,19 @@ use std::mem::MaybeUninit;
 
 use libc::{c_int, c_long, c_void, pid_t, siginfo_t, user_regs_struct};
 
+use crate::decode::xstate::{NT_X86_XSTATE, XState};
+
 /// `PTRACE_EVENT_STOP` (ptrace(2)): a group-stop, a new thread's first stop
 /// or a `PTRACE_INTERRUPT` stop of a seized tracee.
-pub(crate) const PTRACE_EVENT_STOP: c_int = 128;
+pub(super) const PTRACE_EVENT_STOP: c_int = 128;
 
 /// Offset of `rip` inside `struct user` (which begins with
 /// `user_regs_struct`), for `PTRACE_POKEUSER`.
-pub(crate) const USER_RIP_OFFSET: usize = std::mem::offset_of!(user_regs_struct, rip);
+pub(super) const USER_RIP_OFFSET: usize = std::mem::offset_of!(user_regs_struct, rip);
 
 /// What `waitid` reported for one tracee thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitEvent {
+pub(super) enum WaitEvent {
     /// The thread exited with this code (`CLD_EXITED`).
     Exited { tid: pid_t, code: c_int },
     /// The thread was killed by this signal (`CLD_KILLED` / `CLD_DUMPED`).
@@ -41,7 +43,7 @@ pub(crate) enum WaitEvent {
 
 impl WaitEvent {
     /// The thread the event is about, if any.
-    pub(crate) fn tid(&self) -> Option<pid_t> {
+    pub(super) fn tid(&self) -> Option<pid_t> {
         match *self {
             WaitEvent::Exited { tid, .. }
             | WaitEvent::Killed { tid, .. }
@@ -55,9 +57,9 @@ impl WaitEvent {
 
 /// The ptrace requests a supervisor makes, counted.
 #[derive(Debug, Default)]
-pub(crate) struct Ptrace {
+pub(super) struct Ptrace {
     /// ptrace requests issued since the counter was last taken.
-    pub(crate) requests: u64,
+    pub(super) requests: u64,
 }
 
 fn check(ret: c_long) -> io::Result<c_long> {
@@ -83,31 +85,31 @@ impl Ptrace {
     }
 
     /// `PTRACE_SEIZE` with the given options.
-    pub(crate) fn seize(&mut self, tid: pid_t, options: c_int) -> io::Result<()> {
+    pub(super) fn seize(&mut self, tid: pid_t, options: c_int) -> io::Result<()> {
         self.raw(libc::PTRACE_SEIZE, tid, 0, options as usize)
             .map(drop)
     }
 
     /// `PTRACE_CONT`, delivering `signal` (0: none).
-    pub(crate) fn cont(&mut self, tid: pid_t, signal: c_int) -> io::Result<()> {
+    pub(super) fn cont(&mut self, tid: pid_t, signal: c_int) -> io::Result<()> {
         self.raw(libc::PTRACE_CONT, tid, 0, signal as usize)
             .map(drop)
     }
 
     /// `PTRACE_SINGLESTEP`, delivering `signal` (0: none).
-    pub(crate) fn step(&mut self, tid: pid_t, signal: c_int) -> io::Result<()> {
+    pub(super) fn step(&mut self, tid: pid_t, signal: c_int) -> io::Result<()> {
         self.raw(libc::PTRACE_SINGLESTEP, tid, 0, signal as usize)
             .map(drop)
     }
 
     /// `PTRACE_LISTEN`: leave a group-stopped tracee stopped, but let it be
     /// woken by `SIGCONT` (ptrace(2)).
-    pub(crate) fn listen(&mut self, tid: pid_t) -> io::Result<()> {
+    pub(super) fn listen(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_LISTEN, tid, 0, 0).map(drop)
     }
 
     /// `PTRACE_GETREGS`.
-    pub(crate) fn getregs(&mut self, tid: pid_t) -> io::Result<user_regs_struct> {
+    pub(super) fn getregs(&mut self, tid: pid_t) -> io::Result<user_regs_struct> {
         let mut regs = MaybeUninit::<user_regs_struct>::uninit();
         self.raw(libc::PTRACE_GETREGS, tid, 0, regs.as_mut_ptr() as usize)?;
         // SAFETY: PTRACE_GETREGS succeeded, so the kernel filled the whole struct.
@@ -115,13 +117,13 @@ impl Ptrace {
     }
 
     /// `PTRACE_SETREGS`.
-    pub(crate) fn setregs(&mut self, tid: pid_t, regs: &user_regs_struct) -> io::Result<()> {
+    pub(super) fn setregs(&mut self, tid: pid_t, regs: &user_regs_struct) -> io::Result<()> {
         self.raw(libc::PTRACE_SETREGS, tid, 0, regs as *const _ as usize)
             .map(drop)
     }
 
     /// `PTRACE_GETSIGINFO`.
-    pub(crate) fn getsiginfo(&mut self, tid: pid_t) -> io::Result<siginfo_t> {
+    pub(super) fn getsiginfo(&mut self, tid: pid_t) -> io::Result<siginfo_t> {
         let mut info = MaybeUninit::<siginfo_t>::uninit();
         self.raw(libc::PTRACE_GETSIGINFO, tid, 0, info.as_mut_ptr() as usize)?;
         // SAFETY: PTRACE_GETSIGINFO succeeded, so the kernel filled the struct.
@@ -129,48 +131,51 @@ impl Ptrace {
     }
 
     /// `PTRACE_GETEVENTMSG`: the new thread's id after a clone event.
-    pub(crate) fn geteventmsg(&mut self, tid: pid_t) -> io::Result<u64> {
+    pub(super) fn geteventmsg(&mut self, tid: pid_t) -> io::Result<u64> {
         let mut msg: libc::c_ulong = 0;
         self.raw(libc::PTRACE_GETEVENTMSG, tid, 0, (&raw mut msg) as usize)?;
         Ok(msg)
     }
 
     /// `PTRACE_SYSCALL`: run to the next system-call entry or exit.
-    pub(crate) fn syscall(&mut self, tid: pid_t) -> io::Result<()> {
+    pub(super) fn syscall(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_SYSCALL, tid, 0, 0).map(drop)
     }
 
     /// `PTRACE_GETSIGMASK`: the thread's blocked signals.
-    pub(crate) fn getsigmask(&mut self, tid: pid_t) -> io::Result<u64> {
+    pub(super) fn getsigmask(&mut self, tid: pid_t) -> io::Result<u64> {
         let mut mask: u64 = 0;
         self.raw(libc::PTRACE_GETSIGMASK, tid, 8, (&raw mut mask) as usize)?;
         Ok(mask)
     }
 
     /// `PTRACE_SETSIGMASK`.
-    pub(crate) fn setsigmask(&mut self, tid: pid_t, mask: u64) -> io::Result<()> {
+    pub(super) fn setsigmask(&mut self, tid: pid_t, mask: u64) -> io::Result<()> {
         self.raw(libc::PTRACE_SETSIGMASK, tid, 8, (&raw const mask) as usize)
             .map(drop)
     }
 
     /// `PTRACE_DETACH`, delivering no signal.
-    pub(crate) fn detach(&mut self, tid: pid_t) -> io::Result<()> {
+    pub(super) fn detach(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_DETACH, tid, 0, 0).map(drop)
     }
 
     /// `PTRACE_INTERRUPT`: stop a running tracee (a `PTRACE_EVENT_STOP`).
-    pub(crate) fn interrupt(&mut self, tid: pid_t) -> io::Result<()> {
+    pub(super) fn interrupt(&mut self, tid: pid_t) -> io::Result<()> {
         self.raw(libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
+    }
+
+    /// `tid`'s extended state (`PTRACE_GETREGSET`, `NT_X86_XSTATE`).
+    pub(super) fn getxstate(&mut self, tid: pid_t) -> io::Result<XState> {
+        let mut area = XState::buffer()?;
+        let len = self.getregset(tid, NT_X86_XSTATE, &mut area)?;
+        area.truncate(len);
+        XState::from_area(area)
     }
 
     /// `PTRACE_GETREGSET` of register set `kind` into `buf`; returns the
     /// bytes the kernel filled.
-    pub(crate) fn getregset(
-        &mut self,
-        tid: pid_t,
-        kind: usize,
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
+    fn getregset(&mut self, tid: pid_t, kind: usize, buf: &mut [u8]) -> io::Result<usize> {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -180,7 +185,7 @@ impl Ptrace {
     }
 
     /// `PTRACE_POKEUSER` of one word of `struct user`.
-    pub(crate) fn poke_user(&mut self, tid: pid_t, offset: usize, value: u64) -> io::Result<()> {
+    pub(super) fn poke_user(&mut self, tid: pid_t, offset: usize, value: u64) -> io::Result<()> {
         self.raw(libc::PTRACE_POKEUSER, tid, offset, value as usize)
             .map(drop)
     }
@@ -188,12 +193,12 @@ impl Ptrace {
 
 /// Blocks until any tracee (or child) changes state: `waitid(P_ALL, …,
 /// WEXITED | WSTOPPED | __WALL)`. The supervisor's only blocking point.
-pub(crate) fn wait_any() -> io::Result<WaitEvent> {
+pub(super) fn wait_any() -> io::Result<WaitEvent> {
     wait(libc::P_ALL, 0)
 }
 
 /// Blocks until thread `tid` changes state.
-pub(crate) fn wait_tid(tid: pid_t) -> io::Result<WaitEvent> {
+pub(super) fn wait_tid(tid: pid_t) -> io::Result<WaitEvent> {
     wait(libc::P_PID, tid as libc::id_t)
 }
 

@@ -20,34 +20,25 @@
 
 use std::os::unix::fs::FileExt;
 
-use libc::{pid_t, user_regs_struct};
+use libc::pid_t;
 
-use crate::decode::Operand;
-use crate::event::{RegionKind, UnknownSyscall};
-use crate::fault::Origin;
-use crate::stub;
-use crate::supervisor::{Supervisor, report};
-use crate::syscalls;
+use super::core::Supervisor;
+use super::executor::stub_code::{self, End, MAX_RANGES};
+use super::record::Origin;
+use super::report::report;
+use super::thread::InKernel;
+use crate::decode::insn::Operand;
+use crate::decode::syscalls;
+use crate::layout::CODE_OFFSET;
+use crate::trace::event::{RegionKind, UnknownSyscall};
 
 /// Length of the `syscall` instruction.
 const SYSCALL_LEN: u64 = 2;
 
-/// A system call running in the stub.
-#[derive(Debug, Clone)]
-pub(crate) struct InKernel {
-    /// The registers at the system call's entry.
-    entry: user_regs_struct,
-    nr: u64,
-    args: [u64; 6],
-    known: bool,
-    /// Where the stub's final `int3` leaves `rip`.
-    trap_end: u64,
-}
-
 impl Supervisor {
     /// A seccomp stop: `tid` is entering a system call that points into the
     /// buffer range.
-    pub(crate) fn on_seccomp(&mut self, tid: pid_t) {
+    pub(super) fn on_seccomp(&mut self, tid: pid_t) {
         // Not from the stub (its calls are allowed): earlier stores are done,
         // and this call may overwrite them.
         self.read_back_writes_of(Some(tid));
@@ -61,7 +52,7 @@ impl Supervisor {
         if self.on_signal_syscall(tid, &regs) {
             return;
         }
-        if regs.orig_rax == crate::futex::SYS_FUTEX && self.on_futex(tid, &regs) {
+        if regs.orig_rax == libc::SYS_futex as u64 && self.on_futex(tid, &regs) {
             return;
         }
         if self.call.is_none() {
@@ -85,7 +76,7 @@ impl Supervisor {
             // Nothing protected: run it where it stands.
             return self.resume(tid, 0);
         }
-        if ranges.len() > stub::MAX_RANGES {
+        if ranges.len() > MAX_RANGES {
             report(format_args!(
                 "system call {nr} of thread {tid} reaches {} separate protected ranges; it runs \
                  with its pages closed",
@@ -102,8 +93,8 @@ impl Supervisor {
         };
         let base = self.slot_base(slot);
         let syscall = [0x0f, 0x05];
-        let code = stub::build(base, &syscall, &ranges, stub::End::Trap);
-        let trap_end = base + stub::CODE_OFFSET + code.len() as u64;
+        let code = stub_code::build(base, &syscall, &ranges, End::Trap);
+        let trap_end = base + CODE_OFFSET + code.len() as u64;
         // Skip the call here (orig_rax = -1), and enter the stub with rax =
         // the call's number, which the stub's restore gives the `syscall`.
         let mut redirected = regs;
@@ -124,17 +115,14 @@ impl Supervisor {
         if let Some(call) = &mut self.call {
             call.stats.syscalls += 1;
             call.threads.insert(tid);
-            call.in_kernel.insert(
-                tid,
-                InKernel {
-                    entry: regs,
-                    nr,
-                    args,
-                    known,
-                    trap_end,
-                },
-            );
         }
+        self.thread_mut(tid).in_kernel = Some(InKernel {
+            entry: regs,
+            nr,
+            args,
+            known,
+            trap_end,
+        });
         self.resume(tid, 0);
     }
 
@@ -161,20 +149,16 @@ impl Supervisor {
 
     /// If `tid` stopped at the end of a system call run in the stub, records
     /// it, puts the thread after its `syscall` and returns true.
-    pub(crate) fn finish_syscall(&mut self, tid: pid_t) -> bool {
-        let Some(k) = self
-            .call
-            .as_ref()
-            .and_then(|c| c.in_kernel.get(&tid).cloned())
-        else {
+    pub(super) fn finish_syscall(&mut self, tid: pid_t) -> bool {
+        let Some(k) = self.threads.get(&tid).and_then(|t| t.in_kernel.clone()) else {
             return false;
         };
         let after = match self.pt.getregs(tid) {
             Ok(r) if r.rip == k.trap_end => r,
             _ => return false,
         };
-        if let Some(call) = &mut self.call {
-            call.in_kernel.remove(&tid);
+        if let Some(thread) = self.threads.get_mut(&tid) {
+            thread.in_kernel = None;
         }
         let result = after.rax as i64;
         let ip = k.entry.rip - SYSCALL_LEN;

@@ -12,12 +12,9 @@ use std::io;
 use std::sync::OnceLock;
 
 use iced_x86::Register;
-use libc::pid_t;
-
-use crate::ptrace::Ptrace;
 
 /// `NT_X86_XSTATE` (elf.h).
-const NT_X86_XSTATE: usize = 0x202;
+pub(crate) const NT_X86_XSTATE: usize = 0x202;
 /// Offset of XMM0 in the legacy region.
 const XMM_OFFSET: usize = 160;
 /// Offset of the XSAVE header (`XSTATE_BV` is its first 8 bytes).
@@ -157,13 +154,19 @@ pub(crate) struct XState {
 }
 
 impl XState {
-    /// Reads `tid`'s extended state.
-    pub(crate) fn read(pt: &mut Ptrace, tid: pid_t) -> io::Result<XState> {
+    /// A buffer of the size the extended state takes, to be filled by
+    /// `PTRACE_GETREGSET` with [`NT_X86_XSTATE`].
+    pub(crate) fn buffer() -> io::Result<Vec<u8>> {
         let layout = layout()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "the CPU has no XSAVE"))?;
-        let mut area = vec![0u8; layout.size.max(LEGACY_AND_HEADER as usize)];
-        let len = pt.getregset(tid, NT_X86_XSTATE, &mut area)?;
-        area.truncate(len);
+        Ok(vec![0u8; layout.size.max(LEGACY_AND_HEADER as usize)])
+    }
+
+    /// The extended state in `area`, a buffer from [`XState::buffer`]
+    /// truncated to what the kernel filled.
+    pub(crate) fn from_area(area: Vec<u8>) -> io::Result<XState> {
+        let layout = layout()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "the CPU has no XSAVE"))?;
         Ok(XState { area, layout })
     }
 

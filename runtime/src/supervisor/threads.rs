@@ -12,45 +12,57 @@
 
 use libc::pid_t;
 
-use crate::ptrace::{self, PTRACE_EVENT_STOP, WaitEvent};
-use crate::stub;
-use crate::supervisor::{Supervisor, report};
+use super::core::Supervisor;
+use super::ptrace::{self, PTRACE_EVENT_STOP, WaitEvent};
+use super::report::report;
+use crate::layout::{THREAD_SLOTS, slot_base};
 
 /// Threads stopped for an exclusive section: each with the event it stopped
 /// with instead of our interrupt, if any, to handle afterwards.
-pub(crate) type Stopped = Vec<(pid_t, Option<WaitEvent>)>;
+pub(super) type Stopped = Vec<(pid_t, Option<WaitEvent>)>;
 
 impl Supervisor {
     /// The base address of stub slot `slot`.
-    pub(crate) fn slot_base(&self, slot: usize) -> u64 {
-        self.stub_base + (slot * stub::SLOT_SIZE) as u64
+    pub(super) fn slot_base(&self, slot: usize) -> u64 {
+        slot_base(self.stub_base, slot)
     }
 
     /// `tid`'s stub slot, assigned at its first need and freed when the thread
     /// exits; `None` when every slot is taken (the thread then gets the
     /// single-step path).
-    pub(crate) fn slot_of(&mut self, tid: pid_t) -> Option<usize> {
-        if let Some(&s) = self.slots.get(&tid) {
+    pub(super) fn slot_of(&mut self, tid: pid_t) -> Option<usize> {
+        if let Some(s) = self.threads.get(&tid).and_then(|t| t.slot) {
             return Some(s);
         }
-        let free = (0..stub::THREAD_SLOTS).find(|s| !self.slots.values().any(|v| v == s))?;
-        self.slots.insert(tid, free);
-        if let Some(last) = self.last_stub.get_mut(free) {
-            // Whatever the slot held belongs to a thread that has exited.
-            last.clear();
-        }
+        let free =
+            (0..THREAD_SLOTS).find(|s| !self.threads.values().any(|t| t.slot == Some(*s)))?;
+        let thread = self.thread_mut(tid);
+        thread.slot = Some(free);
+        // Whatever the slot held belongs to a thread that has exited.
+        thread.last_stub.clear();
         Some(free)
     }
 
+    /// A thread of the call created a thread: it belongs to the call too.
+    pub(super) fn on_clone(&mut self, tid: pid_t) {
+        if let Ok(new) = self.pt.geteventmsg(tid)
+            && let Some(call) = &mut self.call
+            && call.threads.contains(&tid)
+        {
+            call.threads.insert(new as pid_t);
+        }
+        self.resume(tid, 0);
+    }
+
     /// Stops every other thread of the call; `None` if there is none.
-    pub(crate) fn stop_other_threads(&mut self, tid: pid_t) -> Option<Stopped> {
+    pub(super) fn stop_other_threads(&mut self, tid: pid_t) -> Option<Stopped> {
         let others: Vec<pid_t> = self
             .call
             .as_ref()?
             .threads
             .iter()
             .copied()
-            .filter(|&t| t != tid && !self.held.contains(&t))
+            .filter(|&t| t != tid && !self.threads.get(&t).is_some_and(|th| th.held))
             .collect();
         if others.is_empty() {
             return None;
@@ -73,7 +85,7 @@ impl Supervisor {
                 Ok(e) => {
                     // Stopped for a reason of its own, which is now consumed:
                     // it stays stopped until `release_threads` handles it.
-                    self.held.insert(other);
+                    self.thread_mut(other).held = true;
                     stopped.push((other, Some(e)));
                 }
                 Err(e) => {
@@ -90,7 +102,7 @@ impl Supervisor {
 
     /// Resumes the threads `stop_other_threads` stopped; those that had
     /// stopped for a reason of their own have it handled now.
-    pub(crate) fn release_threads(&mut self, stopped: Stopped) {
+    pub(super) fn release_threads(&mut self, stopped: Stopped) {
         // Resume the interrupted threads first: handling another thread's event
         // may stop them again, and an interrupt only stops a running thread.
         let mut events = Vec::new();
@@ -101,7 +113,9 @@ impl Supervisor {
             }
         }
         for (tid, e) in events {
-            self.held.remove(&tid);
+            if let Some(thread) = self.threads.get_mut(&tid) {
+                thread.held = false;
+            }
             self.dispatch(e);
         }
     }

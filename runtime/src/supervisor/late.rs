@@ -12,38 +12,18 @@
 //! (at the next stop of a thread of the test process) or when the next call
 //! starts.
 
-use std::collections::BTreeSet;
-
 use libc::{pid_t, user_regs_struct};
 
-use crate::event::AccessKind;
-use crate::supervisor::{Call, Supervisor, report};
-
-/// The call that just ended, with threads it created still running.
-#[derive(Debug)]
-pub(crate) struct Ended {
-    pub(crate) tid: pid_t,
-    pub(crate) test: String,
-    pub(crate) call: String,
-    pub(crate) regions: Vec<crate::event::RegionDesc>,
-    pub(crate) protected: Vec<(u64, u64)>,
-    pub(crate) late: BTreeSet<pid_t>,
-}
-
-/// A call whose late threads are watched.
-pub(crate) struct Watching {
-    /// The ended call's regions and protected pages, in the form the fault
-    /// path works on.
-    call: Call,
-    late: BTreeSet<pid_t>,
-    /// What the client restored at the end of the call.
-    restore: Vec<(u64, u64, i32)>,
-}
+use super::call::{Call, Watching};
+use super::core::Supervisor;
+use super::report::report;
+use crate::trace::event::AccessKind;
+use crate::trace::symbols::symbolize_in;
 
 impl Supervisor {
     /// At the end of a call (thread `tid` at its doorbell): if threads the
     /// call created still run, protect its pages again and watch them.
-    pub(crate) fn watch_late_threads(&mut self, tid: pid_t, restore: Vec<(u64, u64, i32)>) {
+    pub(super) fn watch_late_threads(&mut self, tid: pid_t, restore: Vec<(u64, u64, i32)>) {
         let Some(ended) = self.ended.take() else {
             return;
         };
@@ -88,7 +68,7 @@ impl Supervisor {
     }
 
     /// True if `addr` is a page of a call whose late threads are watched.
-    pub(crate) fn is_watched(&self, addr: u64) -> bool {
+    pub(super) fn is_watched(&self, addr: u64) -> bool {
         self.call.is_none()
             && self
                 .watching
@@ -98,7 +78,7 @@ impl Supervisor {
 
     /// A fault on a watched page: execute it; report it if a late thread
     /// made it.
-    pub(crate) fn on_late_fault(&mut self, tid: pid_t, addr: u64) {
+    pub(super) fn on_late_fault(&mut self, tid: pid_t, addr: u64) {
         let Some(mut w) = self.watching.take() else {
             return self.resume(tid, libc::SIGSEGV);
         };
@@ -114,8 +94,7 @@ impl Supervisor {
                     .region
                     .and_then(|id| call.regions.iter().find(|r| r.id == id))
                     .map_or("?", |r| r.name.as_str());
-                let at = crate::symbols::symbolize_in(self.child, a.ip)
-                    .unwrap_or_else(|| format!("{:#x}", a.ip));
+                let at = symbolize_in(self.child, a.ip).unwrap_or_else(|| format!("{:#x}", a.ip));
                 let kind = match a.kind {
                     AccessKind::Read => "read",
                     AccessKind::Write => "write",
@@ -135,13 +114,15 @@ impl Supervisor {
         }
         // Nothing of this is kept: the trace was returned with the call.
         call.accesses.clear();
-        call.pending.clear();
+        for thread in self.threads.values_mut() {
+            thread.pending.clear();
+        }
         w.call = call;
         self.watching = Some(w);
     }
 
     /// A thread exited: it is no longer a late thread.
-    pub(crate) fn late_thread_exited(&mut self, tid: pid_t) {
+    pub(super) fn late_thread_exited(&mut self, tid: pid_t) {
         if let Some(w) = &mut self.watching {
             w.late.remove(&tid);
             w.call.threads.remove(&tid);
@@ -154,7 +135,7 @@ impl Supervisor {
     /// At a fault of thread `tid` of the test process: if the watched late
     /// threads have all exited, stop watching (through `tid`) and return
     /// true: the fault was on a page that is open again.
-    pub(crate) fn finish_watching_if_done(&mut self, tid: pid_t) -> bool {
+    pub(super) fn finish_watching_if_done(&mut self, tid: pid_t) -> bool {
         if !self.watching.as_ref().is_some_and(|w| w.late.is_empty()) || self.is_foreign(tid) {
             return false;
         }
@@ -164,7 +145,7 @@ impl Supervisor {
 
     /// Stops watching (a new call starts, or no late thread is left): apply
     /// again what the client restored, through stopped thread `tid`.
-    pub(crate) fn stop_watching(&mut self, tid: pid_t) {
+    pub(super) fn stop_watching(&mut self, tid: pid_t) {
         let Some(w) = self.watching.take() else {
             return;
         };

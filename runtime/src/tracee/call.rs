@@ -1,47 +1,15 @@
-//! The traced process's side of the protocol (see `protocol`): start and end
+//! The test process's side of the protocol (see `protocol`): start and end
 //! a traced call, and ring the supervisor's doorbell.
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::MutexGuard;
 
-use crate::error::CallError;
-use crate::event::{RegionDesc, Trace};
+use super::error::CallError;
+use super::start::{self, State};
+use crate::layout::{CLIENT_GADGET_OFFSET, protected_spans};
 use crate::protocol::{self, Reply, Request, StartCall};
-
-/// Whether this process is traced, set once by `launch`.
-#[derive(Debug)]
-pub(crate) enum State {
-    /// Seized by a supervisor; calls are traced.
-    Traced(Client),
-    /// Not traced, for this reason; traced calls fail with it.
-    Untraced(String),
-}
-
-static STATE: OnceLock<State> = OnceLock::new();
-
-pub(crate) fn install(state: State) {
-    // A second launch in one process is refused before it gets here.
-    let _ = STATE.set(state);
-}
-
-/// The connection to the supervisor. Its mutex is the process-wide call
-/// lock: traced calls from many threads take turns.
-#[derive(Debug)]
-pub(crate) struct Client {
-    sock: Mutex<UnixStream>,
-    /// The CPU the supervisor stays on.
-    cpu: Option<usize>,
-}
-
-impl Client {
-    pub(crate) fn new(sock: UnixStream, cpu: Option<usize>) -> Self {
-        Client {
-            sock: Mutex::new(sock),
-            cpu,
-        }
-    }
-}
+use crate::trace::event::{RegionDesc, Trace};
 
 /// A `mprotect` to apply: `(start, len, prot)`.
 pub type Protection = (u64, u64, i32);
@@ -67,7 +35,7 @@ pub fn begin_call(
     regions: Vec<RegionDesc>,
     restore: Vec<Protection>,
 ) -> Result<ActiveCall, CallError> {
-    let client = match STATE.get() {
+    let client = match start::state() {
         Some(State::Traced(client)) => client,
         Some(State::Untraced(reason)) => {
             return Err(CallError::Unavailable {
@@ -82,13 +50,13 @@ pub fn begin_call(
         }
     };
     install_indirect_filter_once();
-    let mut guard = client.sock.lock().unwrap_or_else(|p| p.into_inner());
-    let affinity = client.cpu.and_then(pin_to);
+    let mut guard = client.lock();
+    let affinity = client.cpu().and_then(pin_to);
     let io_err = |source| CallError::Io {
         call: call.to_owned(),
         source,
     };
-    let spans: Vec<(u64, u64)> = merged_spans(&regions);
+    let spans: Vec<(u64, u64)> = protected_spans(&regions);
     let start = StartCall {
         // SAFETY: gettid has no preconditions.
         tid: unsafe { libc::gettid() },
@@ -194,23 +162,6 @@ impl Drop for ActiveCall {
     }
 }
 
-/// The spans of all regions, merged into disjoint, sorted `(start, end)` ranges.
-pub(crate) fn merged_spans(regions: &[RegionDesc]) -> Vec<(u64, u64)> {
-    let mut spans: Vec<(u64, u64)> = regions
-        .iter()
-        .map(|r| (r.span_start, r.span_end()))
-        .collect();
-    spans.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
-    for (s, e) in spans {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
-        }
-    }
-    merged
-}
-
 /// Adds the per-thread seccomp filter for iovec-style system calls at this
 /// thread's first traced call (see `seccomp.rs`).
 fn install_indirect_filter_once() {
@@ -220,10 +171,10 @@ fn install_indirect_filter_once() {
     if INSTALLED.with(|i| i.replace(true)) {
         return;
     }
-    let stub = crate::launch::STUB_BASE.load(std::sync::atomic::Ordering::Relaxed);
+    let stub = start::stub_base();
     if stub != 0
-        && crate::arena::has_reservation()
-        && let Err(e) = crate::seccomp::install_indirect()
+        && super::arena::has_reservation()
+        && let Err(e) = super::seccomp::install_indirect()
     {
         eprintln!(
             "traced-ffi: cannot add the seccomp filter for readv/writev-style calls ({e}); \
@@ -233,7 +184,7 @@ fn install_indirect_filter_once() {
 }
 
 pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {
-    let stub = crate::launch::STUB_BASE.load(std::sync::atomic::Ordering::Relaxed);
+    let stub = start::stub_base();
     if stub == 0 {
         // SAFETY: the ranges come from regions the test registered: arena
         // mappings it owns, or memory the caller of `track` vouched for.
@@ -244,7 +195,7 @@ pub(crate) fn protect(start: u64, len: u64, prot: i32) -> io::Result<()> {
             Err(io::Error::last_os_error())
         };
     }
-    let gadget = stub + crate::stub::CLIENT_GADGET_OFFSET;
+    let gadget = stub + CLIENT_GADGET_OFFSET;
     let ret: i64;
     // The gadget is `syscall; ret` in the stub page mapped by `launch`; it runs
     // mprotect on ranges from regions the test registered (as above) and returns

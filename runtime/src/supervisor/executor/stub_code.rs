@@ -1,4 +1,4 @@
-//! The displaced-instruction stub: the one-stop way to run a faulting
+//! The code of the displaced-instruction stub: the one-stop way to run a faulting
 //! instruction once with its pages open.
 //!
 //! The tracee owns one RWX page (mapped before the fork, so both processes
@@ -24,37 +24,11 @@
 //! The same page holds a `syscall; int3` gadget the general (single-step)
 //! path uses to inject `mprotect` calls.
 
-/// One thread's stub: a page with its save area and its code.
-pub(crate) const SLOT_SIZE: usize = 4096;
-/// Threads that can be in a stub at the same time; a thread beyond these
-/// gets the single-step path.
-pub(crate) const SLOTS: usize = 16;
-/// Slots for threads: the last page of the area holds the futex shadow words.
-pub(crate) const THREAD_SLOTS: usize = SLOTS - 1;
-/// Offset of the futex shadow words (see `futex.rs`).
-pub(crate) const SHADOW_OFFSET: u64 = (THREAD_SLOTS * SLOT_SIZE) as u64;
-/// Size of the stub area (mapped aligned to its size, so the seccomp filter
-/// can tell an instruction address in it by its upper bits).
-pub(crate) const STUB_AREA_SIZE: usize = SLOT_SIZE * SLOTS;
-/// Offset of the register save area (6 slots of 8 bytes).
-const SAVE_OFFSET: u64 = 0;
-/// Offset of the `syscall; int3` gadget.
-pub(crate) const GADGET_OFFSET: u64 = 0x40;
-/// The gadget's bytes: `syscall` (0F 05), `int3` (CC).
-pub(crate) const GADGET: [u8; 3] = [0x0f, 0x05, 0xcc];
-/// Offset of the `syscall; ret` gadget the test process calls for its own
-/// `mprotect`s of buffers: the seccomp filter lets system calls made from
-/// the stub page through without a stop.
-pub(crate) const CLIENT_GADGET_OFFSET: u64 = 0x48;
-/// That gadget's bytes: `syscall` (0F 05), `ret` (C3).
-pub(crate) const CLIENT_GADGET: [u8; 3] = [0x0f, 0x05, 0xc3];
-/// Offset of 32 bytes of scratch memory (a `struct sigaction`).
-pub(crate) const SCRATCH_OFFSET: u64 = 0x50;
-/// Offset of the per-fault stub code.
-pub(crate) const CODE_OFFSET: u64 = 0x80;
+use crate::layout::{CODE_OFFSET, SAVE_OFFSET, SLOT_SIZE};
+
 /// At most this many page ranges are opened for one instruction (each costs
 /// 2 × 38 bytes of stub code).
-pub(crate) const MAX_RANGES: usize = 40;
+pub(in crate::supervisor) const MAX_RANGES: usize = 40;
 
 /// `PROT_READ | PROT_WRITE`.
 const PROT_RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
@@ -79,7 +53,7 @@ const RIP_MOV_LEN: u64 = 7;
 const MPROTECT_SEQ_LEN: u64 = 5 + 10 + 10 + 5 + 2 + 3 + 2 + 1;
 
 /// Where the faulting instruction sits in a stub that opens `ranges` ranges.
-pub(crate) fn insn_addr(base: u64, ranges: usize) -> u64 {
+pub(in crate::supervisor) fn insn_addr(base: u64, ranges: usize) -> u64 {
     // save all, one mprotect sequence per range, restore all.
     base + CODE_OFFSET + 2 * SAVED.len() as u64 * RIP_MOV_LEN + ranges as u64 * MPROTECT_SEQ_LEN
 }
@@ -139,7 +113,7 @@ impl Emitter {
 
 /// How the stub ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
+pub(in crate::supervisor) enum End {
     /// `jmp` back to this address: the supervisor does not see the thread
     /// again.
     Jump(u64),
@@ -151,7 +125,12 @@ pub(crate) enum End {
 /// Builds the stub code for one fault; it is to be written at
 /// `base + CODE_OFFSET`. `insn` must already be encoded for
 /// `insn_addr(base, ranges.len())`.
-pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], end: End) -> Vec<u8> {
+pub(in crate::supervisor) fn build(
+    base: u64,
+    insn: &[u8],
+    ranges: &[(u64, u64)],
+    end: End,
+) -> Vec<u8> {
     let mut e = Emitter {
         pc: base + CODE_OFFSET,
         base,
@@ -178,12 +157,6 @@ pub(crate) fn build(base: u64, insn: &[u8], ranges: &[(u64, u64)], end: End) -> 
     }
     debug_assert!(e.code.len() as u64 <= SLOT_SIZE as u64 - CODE_OFFSET);
     e.code
-}
-
-/// True if `ip` lies inside the per-fault code of any slot of the area at
-/// `base`.
-pub(crate) fn is_in_code(base: u64, ip: u64) -> bool {
-    ip >= base && ip < base + STUB_AREA_SIZE as u64 && (ip - base) % SLOT_SIZE as u64 >= CODE_OFFSET
 }
 
 #[cfg(test)]

@@ -401,7 +401,7 @@ impl fmt::Display for Trace {
                     self.describe_location(a),
                     a.len.to_string(),
                     hex_bytes(&a.bytes, a.len),
-                    crate::symbols::describe_ip(a.ip),
+                    super::symbols::describe_ip(a.ip),
                     match &a.syscall {
                         Some(name) => format!("{} {name} (by the kernel)", a.insn),
                         None => a.insn.clone(),
@@ -447,7 +447,7 @@ impl fmt::Display for Trace {
                 writeln!(
                     f,
                     "  NOTE at {} `{}`: {}",
-                    crate::symbols::describe_ip(n.ip),
+                    super::symbols::describe_ip(n.ip),
                     n.insn,
                     n.text
                 )?;
@@ -459,7 +459,7 @@ impl fmt::Display for Trace {
                 "  UNKNOWN SYSCALL {} ({}) at {} = {}: ran with its pages open, its accesses are not recorded",
                 s.name.as_deref().unwrap_or("?"),
                 s.nr,
-                crate::symbols::describe_ip(s.ip),
+                super::symbols::describe_ip(s.ip),
                 s.result
             )?;
         }
@@ -468,7 +468,7 @@ impl fmt::Display for Trace {
                 f,
                 "  UNSUPPORTED ×{} at {} `{}` [{}]: {}",
                 u.count,
-                crate::symbols::describe_ip(u.ip),
+                super::symbols::describe_ip(u.ip),
                 u.insn,
                 hex_bytes(&u.insn_bytes, u.insn_bytes.len()),
                 u.reason

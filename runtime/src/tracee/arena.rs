@@ -15,25 +15,9 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use crate::error::AllocError;
-use crate::event::{RegionDesc, RegionId, RegionKind};
-
-/// The page size (x86-64 Linux base pages).
-pub const PAGE_SIZE: usize = 4096;
-
-/// Rounds `n` up to a multiple of the page size.
-pub const fn page_ceil(n: usize) -> usize {
-    n.div_ceil(PAGE_SIZE) * PAGE_SIZE
-}
-
-/// Rounds `n` down to a multiple of the page size.
-pub const fn page_floor(n: u64) -> u64 {
-    n - n % PAGE_SIZE as u64
-}
-
-/// log2 of the size of the address range reserved for buffers (64 GiB).
-pub(crate) const RESERVATION_SHIFT: u32 = 36;
-const RESERVATION_SIZE: u64 = 1 << RESERVATION_SHIFT;
+use super::error::AllocError;
+use crate::layout::{PAGE_SIZE, RESERVATION_SIZE, page_ceil};
+use crate::trace::event::{RegionDesc, RegionId, RegionKind};
 
 /// The address range every buffer of a traced process is carved from:
 /// reserved (`PROT_NONE`, no memory committed) before the fork and aligned
@@ -122,13 +106,6 @@ pub(crate) fn reserve() -> io::Result<u64> {
 /// for it).
 pub(crate) fn has_reservation() -> bool {
     reservation().is_some()
-}
-
-/// True if `addr` lies in the reservation.
-pub(crate) fn in_reservation(addr: u64) -> bool {
-    reservation()
-        .as_ref()
-        .is_some_and(|r| addr >= r.start && addr < r.start + RESERVATION_SIZE)
 }
 
 /// A free span of `len` bytes in the reservation, if there is one.
@@ -302,7 +279,7 @@ impl Drop for GuardedMapping {
 pub fn page_protection(addr: u64) -> Option<i32> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
-        .filter_map(crate::symbols::parse_maps_line)
+        .filter_map(crate::trace::symbols::parse_maps_line)
         .find_map(|m| {
             let perms = m.perms;
             (m.start <= addr && addr < m.end).then(|| {

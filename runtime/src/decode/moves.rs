@@ -1,4 +1,7 @@
-//! Supervisor-side emulation of plain moves: the cheapest one-stop path.
+//! Plain moves, which the supervisor carries out itself (the cheapest
+//! one-stop path; its executor is `supervisor/executor/emulate.rs`).
+//! Process-free: classifying the instruction and reading and writing
+//! registers in a `user_regs_struct`.
 //!
 //! `mov`, `movzx`, `movsx` and `movsxd` between a general-purpose register
 //! (or an immediate) and memory change no flags and touch nothing but their

@@ -26,14 +26,14 @@ use std::os::unix::fs::FileExt;
 
 use libc::{pid_t, user_regs_struct};
 
-use crate::decode::Operand;
-use crate::event::AccessKind;
-use crate::fault::Origin;
-use crate::stub;
-use crate::supervisor::{Supervisor, report};
+use super::core::Supervisor;
+use super::record::Origin;
+use super::report::report;
+use super::thread::Moved;
+use crate::decode::insn::Operand;
+use crate::layout::{SHADOW_OFFSET, SLOT_SIZE};
+use crate::trace::event::AccessKind;
 
-/// `futex` on x86-64.
-pub(crate) const SYS_FUTEX: u64 = 202;
 const FUTEX_WAIT: u64 = 0;
 const FUTEX_WAKE: u64 = 1;
 const FUTEX_WAIT_BITSET: u64 = 9;
@@ -41,25 +41,16 @@ const FUTEX_WAKE_BITSET: u64 = 10;
 /// `FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME`.
 const FUTEX_FLAGS: u64 = 128 | 256;
 
-/// A futex call moved onto its shadow word: the registers to put back at
-/// its exit. (The syscall-entry report comes before the seccomp stop, so
-/// after `PTRACE_SYSCALL` from the seccomp stop the next stop is the exit.)
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Moved {
-    rdi: u64,
-    rdx: u64,
-}
-
 impl Supervisor {
     /// The shadow word of futex `addr`, allocated at first use in the
     /// shadow page; `None` when the page is full.
     fn shadow_of(&mut self, addr: u64) -> Option<u64> {
         let next = self.shadows.len() as u64;
-        let base = self.stub_base + stub::SHADOW_OFFSET;
+        let base = self.stub_base + SHADOW_OFFSET;
         if let Some(&s) = self.shadows.get(&addr) {
             return Some(s);
         }
-        if next * 4 >= stub::SLOT_SIZE as u64 {
+        if next * 4 >= SLOT_SIZE as u64 {
             return None;
         }
         let s = base + 4 * next;
@@ -74,7 +65,7 @@ impl Supervisor {
 
     /// A seccomp stop on a `futex` call: handles waits and wakes on a buffer
     /// address; returns false for the general path.
-    pub(crate) fn on_futex(&mut self, tid: pid_t, regs: &user_regs_struct) -> bool {
+    pub(super) fn on_futex(&mut self, tid: pid_t, regs: &user_regs_struct) -> bool {
         let (addr, op) = (regs.rdi, regs.rsi);
         let cmd = op & !FUTEX_FLAGS;
         if !matches!(
@@ -117,21 +108,18 @@ impl Supervisor {
             }
             return true;
         }
-        self.moved.insert(
-            tid,
-            Moved {
-                rdi: regs.rdi,
-                rdx: regs.rdx,
-            },
-        );
+        self.thread_mut(tid).moved = Some(Moved {
+            rdi: regs.rdi,
+            rdx: regs.rdx,
+        });
         self.ok(tid, |pt| pt.syscall(tid));
         true
     }
 
     /// A syscall stop of a thread whose futex call was moved: at the exit,
     /// put its argument registers back. Returns false if not ours.
-    pub(crate) fn on_moved_syscall_stop(&mut self, tid: pid_t) -> bool {
-        let Some(m) = self.moved.remove(&tid) else {
+    pub(super) fn on_moved_syscall_stop(&mut self, tid: pid_t) -> bool {
+        let Some(m) = self.threads.get_mut(&tid).and_then(|t| t.moved.take()) else {
             return false;
         };
         if let Ok(mut r) = self.pt.getregs(tid) {

@@ -1,0 +1,146 @@
+//! Turning what an instruction or the kernel did into the call's events:
+//! one `Access` per operand and region, notes, unsupported entries.
+
+use std::os::unix::fs::FileExt;
+
+use libc::{pid_t, user_regs_struct};
+
+use super::core::Supervisor;
+use super::thread::PendingWrite;
+use crate::decode::insn::{After, Decoded, Operand};
+use crate::trace::event::{Access, AccessKind, MAX_RECORDED_BYTES, Note, RegionKind, Unsupported};
+
+/// Who made an access: an instruction, or the kernel in a system call.
+pub(super) struct Origin<'a> {
+    pub(super) ip: u64,
+    pub(super) insn: &'a str,
+    pub(super) syscall: Option<&'static str>,
+}
+
+impl<'a> Origin<'a> {
+    pub(super) fn insn(decoded: &'a Decoded) -> Self {
+        Origin {
+            ip: decoded.insn.ip(),
+            insn: &decoded.text,
+            syscall: None,
+        }
+    }
+}
+
+impl Supervisor {
+    /// Records a note of an instruction that touched tracked memory at `at`
+    /// without a data access.
+    pub(super) fn record_note(&mut self, tid: pid_t, decoded: &Decoded, at: u64, text: &str) {
+        let Some(call) = &mut self.call else { return };
+        let region = call.regions.iter().find(|r| match r.kind {
+            RegionKind::Buffer => at >= r.span_start && at < r.span_end(),
+            RegionKind::Tracked => at >= r.start && at < r.end(),
+        });
+        call.notes.push(Note {
+            ip: decoded.insn.ip(),
+            insn: decoded.text.clone(),
+            region: region.map(|r| r.id),
+            offset: region.map_or(0, |r| (at as i128 - r.start as i128) as isize),
+            text: text.to_owned(),
+            tid,
+        });
+    }
+
+    /// Records `kind` access(es) of one operand: one per region it touches.
+    /// `read` holds the operand's bytes for a read.
+    pub(super) fn record(
+        &mut self,
+        tid: pid_t,
+        origin: &Origin<'_>,
+        op: &Operand,
+        kind: AccessKind,
+        read: Option<&[u8]>,
+    ) {
+        let Some(call) = &mut self.call else { return };
+        let (lo, hi) = (op.addr, op.addr + op.size);
+        for region in &call.regions {
+            let (start, len) = match region.kind {
+                // The whole span counts: out-of-bounds bytes are recorded.
+                RegionKind::Buffer if lo < region.span_end() && hi > region.span_start => {
+                    (lo, op.size)
+                }
+                // Only the tracked bytes count.
+                RegionKind::Tracked if lo < region.end() && hi > region.start => {
+                    let s = lo.max(region.start);
+                    (s, hi.min(region.end()) - s)
+                }
+                _ => continue,
+            };
+            let shown = (len as usize).min(MAX_RECORDED_BYTES);
+            let mut bytes = Vec::new();
+            if kind == AccessKind::Read {
+                let from = (start - lo) as usize;
+                match read.and_then(|r| r.get(from..from + shown)) {
+                    Some(slice) => bytes = slice.to_vec(),
+                    None => {
+                        bytes = vec![0u8; shown];
+                        let n = self.mem.read_at(&mut bytes, start).unwrap_or(0);
+                        bytes.truncate(n);
+                    }
+                }
+            } else {
+                let thread = self.threads.entry(tid).or_default();
+                thread.pending.push(PendingWrite {
+                    index: call.accesses.len(),
+                    addr: start,
+                    len: shown,
+                });
+            }
+            call.accesses.push(Access {
+                kind,
+                region: Some(region.id),
+                offset: (start as i128 - region.start as i128) as isize,
+                len: len as usize,
+                bytes,
+                tid,
+                ip: origin.ip,
+                insn: origin.insn.to_owned(),
+                syscall: origin.syscall.map(str::to_owned),
+            });
+        }
+    }
+
+    pub(super) fn record_unsupported(&mut self, tid: pid_t, decoded: &Decoded, reason: String) {
+        let Some(call) = &mut self.call else { return };
+        let ip = decoded.insn.ip();
+        if let Some(u) = call
+            .unsupported
+            .iter_mut()
+            .find(|u| u.ip == ip && u.reason == reason)
+        {
+            u.count += 1;
+            return;
+        }
+        call.unsupported.push(Unsupported {
+            ip,
+            insn_bytes: decoded.bytes.clone(),
+            insn: decoded.text.clone(),
+            reason,
+            tid,
+            count: 1,
+        });
+    }
+
+    /// Records the accesses an instruction's outcome shows. Its writes are
+    /// done: their bytes are read now.
+    pub(super) fn record_after(
+        &mut self,
+        tid: pid_t,
+        decoded: &Decoded,
+        after: After,
+        regs: &user_regs_struct,
+    ) {
+        let origin = Origin::insn(decoded);
+        for op in after.operands(regs) {
+            for &kind in op.kinds {
+                self.record(tid, &origin, &op, kind, None);
+            }
+        }
+        self.read_back_writes_of(Some(tid));
+    }
+}

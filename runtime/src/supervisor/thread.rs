@@ -1,0 +1,58 @@
+//! Everything the supervisor knows about one thread of the test process.
+
+use libc::user_regs_struct;
+
+/// One traced thread: created at the first thing the supervisor needs to
+/// remember about it, dropped when it exits.
+#[derive(Debug, Default)]
+pub(super) struct Thread {
+    /// Its stub slot, assigned at its first need and kept until it exits.
+    pub(super) slot: Option<usize>,
+    /// The stub code last written in its slot, to skip identical rewrites.
+    pub(super) last_stub: Vec<u8>,
+    /// Stopped with an event the supervisor consumed (while stopping the
+    /// others for an exclusive section) and has not handled yet.
+    pub(super) held: bool,
+    /// Its blocked-signal mask, followed from its first traced call on
+    /// (see `sigstate`).
+    pub(super) mask: Option<u64>,
+    /// A futex call moved onto a shadow word, until its exit (see `futex`).
+    pub(super) moved: Option<Moved>,
+    /// Writes whose bytes are read back at its next stop.
+    pub(super) pending: Vec<PendingWrite>,
+    /// A system call running in its stub slot (see `kernel`).
+    pub(super) in_kernel: Option<InKernel>,
+}
+
+/// A write recorded before its instruction ran: its bytes are read at the
+/// thread's next stop (nothing else can touch protected bytes in between).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingWrite {
+    /// Index of the access in the call's accesses.
+    pub(super) index: usize,
+    pub(super) addr: u64,
+    /// Bytes to read.
+    pub(super) len: usize,
+}
+
+/// A futex call moved onto its shadow word: the registers to put back at
+/// its exit. (The syscall-entry report comes before the seccomp stop, so
+/// after `PTRACE_SYSCALL` from the seccomp stop the next stop is the exit.)
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Moved {
+    pub(super) rdi: u64,
+    pub(super) rdx: u64,
+}
+
+/// A system call running in the stub.
+#[derive(Debug, Clone)]
+pub(super) struct InKernel {
+    /// The registers at the system call's entry.
+    pub(super) entry: user_regs_struct,
+    pub(super) nr: u64,
+    pub(super) args: [u64; 6],
+    /// Whether the effects table knows the call.
+    pub(super) known: bool,
+    /// Where the stub's final `int3` leaves `rip`.
+    pub(super) trap_end: u64,
+}
