@@ -2,7 +2,7 @@
 //! where each fixture's buffer accesses come from (`fixtures/DISASM.md`, gcc 12.2).
 //!
 //! Each site also says how the tracer carries the faulting instruction out (see
-//! `runtime/src/emulate.rs` and `fault.rs`): plain moves between memory and a
+//! `runtime/src/supervisor/executor/emulate.rs` and `supervisor/fault.rs`): plain moves between memory and a
 //! general-purpose register or an immediate are emulated by the supervisor; everything
 //! else (read-modify-write, SSE/AVX) runs in the displaced-instruction stub. Both are
 //! one-stop fast paths; none of the fixtures needs the single-step path.

@@ -1,6 +1,6 @@
 //! System calls on protected pages during a call.
 //!
-//! The seccomp filter (`seccomp.rs`) stops a thread at the entry of a system
+//! The seccomp filter (`tracee/seccomp.rs`) stops a thread at the entry of a system
 //! call whose arguments point into the buffer range. If a call is active and
 //! the arguments reach protected pages, the supervisor skips the call where
 //! it stands and runs it again from the stub instead:
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! (the filter allows system calls made from the stub page). At the `int3`
-//! it records what the call read and wrote, from its result (`syscalls.rs`),
+//! it records what the call read and wrote, from its result (`decode/syscalls.rs`),
 //! and puts the thread after the original `syscall` with the registers a
 //! system call leaves: the result in rax, rcx and r11 as the `syscall`
 //! instruction set them. A call that is interrupted and restarted by the

@@ -91,7 +91,7 @@ pub(crate) fn program(
         jump(BPF_JEQ_K, stub as u32 & STUB_MASK, 0, 0),
     ];
     // From this process's libc, rt_sigaction on SIGSEGV or SIGTRAP: the
-    // supervisor follows the handler (see `sigstate.rs`).
+    // supervisor follows the handler (see `supervisor/sigstate.rs`).
     let mut action_jumps: Vec<(usize, bool)> = Vec::new();
     let mut action_traces: Vec<usize> = Vec::new();
     if let Some((lo, hi)) = libc_text {
@@ -160,7 +160,7 @@ fn push_ip_guard(p: &mut Vec<libc::sock_filter>, lo: u64, hi: u64) -> Vec<(usize
 
 /// The filter a thread adds at its first traced call: the calls of
 /// [`INDIRECT`] stop, wherever their buffers are, and so does every
-/// `rt_sigprocmask` with a set (see `sigstate.rs`) — when made from this
+/// `rt_sigprocmask` with a set (see `supervisor/sigstate.rs`) — when made from this
 /// process's libc only: a program the tests start inherits the filter, and
 /// with its own libc elsewhere (ASLR) it never matches there, so it cannot
 /// get `ENOSYS` for them. Threads that never make a traced call do not pay;
