@@ -46,8 +46,9 @@ mod tracer;
 
 pub use traced_ffi_macros::traced_ffi;
 pub use traced_ffi_runtime::{
-    Access, AccessKind, CallError, LaunchError, Launched, Note, RangeSet, Region, RegionDesc,
-    RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, describe_ip, symbolize,
+    Access, AccessKind, CallError, Expect, LaunchError, Launched, Note, RangeSet, Region,
+    RegionDesc, RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, describe_ip,
+    symbolize,
 };
 pub use tracer::{Buffer, Tracer, Tracked};
 

@@ -30,6 +30,7 @@ mod tracee;
 
 pub use launch::{Launched, launch, run_untraced};
 pub use layout::{PAGE_SIZE, page_ceil, page_floor};
+pub use trace::contract::Expect;
 pub use trace::event::{
     Access, AccessKind, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
     RegionKind, Stats, Trace, UnknownSyscall, Unsupported,

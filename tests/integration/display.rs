@@ -36,7 +36,7 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
     let ((), trace) = t.call(|| unsafe { (O2.fill_bytes)(buf.as_mut_ptr(), 3, 0xab) });
     let text = format!("{trace}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2 + 3, "{text}");
+    assert_eq!(lines.len(), 3 + 3, "{text}");
 
     let stats = trace.stats();
     assert_eq!(
@@ -47,8 +47,9 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
         ),
         "{text}"
     );
-    assert_eq!(words(lines[1]), HEADER, "{text}");
-    for (i, row) in lines[2..].iter().enumerate() {
+    assert_eq!(lines[1], "regions: `buf` 3 bytes", "{text}");
+    assert_eq!(words(lines[2]), HEADER, "{text}");
+    for (i, row) in lines[3..].iter().enumerate() {
         let location = format!("buf[{:#x}..{:#x}]", i, i + 1);
         assert_eq!(
             words(row),
@@ -68,13 +69,13 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
         for column in [0, 1, 3, 4, 5] {
             assert_eq!(
                 column_of_word(row, column),
-                column_of_word(lines[1], column),
+                column_of_word(lines[2], column),
                 "column {} of {row:?}\n{text}",
                 HEADER[column]
             );
         }
     }
-    assert!(lines[2].contains("write  buf[0x0..0x1]"), "{text}");
+    assert!(lines[3].contains("write  buf[0x0..0x1]"), "{text}");
 }
 
 #[traced_ffi]
@@ -85,9 +86,14 @@ fn trace_display_shows_negative_offsets_and_at_most_16_bytes_per_row(t: &mut Tra
     assert_eq!(sum, 3);
     let text = format!("{trace}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2 + 3, "{text}");
+    assert_eq!(lines.len(), 3 + 3, "{text}");
+    assert!(
+        lines[3].ends_with("  <- OUT OF BOUNDS"),
+        "the read before the start is marked\n{text}"
+    );
+    assert!(!lines[4].contains("OUT OF BOUNDS"), "{text}");
     assert_eq!(
-        words(lines[2])[..6],
+        words(lines[3])[..6],
         [
             "read",
             "in[-0x1..0x0]",
@@ -99,7 +105,7 @@ fn trace_display_shows_negative_offsets_and_at_most_16_bytes_per_row(t: &mut Tra
         "{text}"
     );
     assert_eq!(
-        words(lines[3])[..6],
+        words(lines[4])[..6],
         [
             "read",
             "in[0x0..0x1]",
@@ -111,7 +117,7 @@ fn trace_display_shows_negative_offsets_and_at_most_16_bytes_per_row(t: &mut Tra
         "{text}"
     );
     assert_eq!(
-        words(lines[4])[..4],
+        words(lines[5])[..4],
         ["read", "in[0x1..0x2]", "1", "02"],
         "{text}"
     );
@@ -126,11 +132,11 @@ fn trace_display_shows_negative_offsets_and_at_most_16_bytes_per_row(t: &mut Tra
     let ((), trace) = t.call(|| unsafe { (O2.copy32_avx)(dst.as_mut_ptr(), src.as_ptr()) });
     let text = format!("{trace}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2 + 2, "{text}");
+    assert_eq!(lines.len(), 3 + 2, "{text}");
     let first_16: Vec<String> = data[..16].iter().map(|b| format!("{b:02x}")).collect();
     for (line, kind, location, at) in [
-        (lines[2], "read", "src[0x0..0x20]", "copy32_avx_o2+0x0"),
-        (lines[3], "write", "dst[0x0..0x20]", "copy32_avx_o2+0x4"),
+        (lines[3], "read", "src[0x0..0x20]", "copy32_avx_o2+0x0"),
+        (lines[4], "write", "dst[0x0..0x20]", "copy32_avx_o2+0x4"),
     ] {
         let row = words(line);
         assert_eq!(row[..3], [kind, location, "32"], "{text}");

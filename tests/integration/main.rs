@@ -15,6 +15,7 @@ mod os_check;
 
 mod bounds;
 mod callbacks;
+mod contracts;
 mod cost;
 mod crash;
 mod display;

@@ -348,11 +348,16 @@ impl Trace {
     pub fn out_of_bounds(&self) -> Vec<&Access> {
         self.accesses
             .iter()
-            .filter(|a| match a.region.and_then(|id| self.region(&id)) {
-                None => true,
-                Some(desc) => a.offset < 0 || a.offset as i128 + a.len as i128 > desc.len as i128,
-            })
+            .filter(|a| self.is_out_of_bounds(a))
             .collect()
+    }
+
+    /// True if `a` touched bytes outside its region (or is in no region).
+    pub fn is_out_of_bounds(&self, a: &Access) -> bool {
+        match a.region.and_then(|id| self.region(&id)) {
+            None => true,
+            Some(desc) => a.offset < 0 || a.offset as i128 + a.len as i128 > desc.len as i128,
+        }
     }
 
     /// A short name for where an access went: `buf[0x2..0x4]`, `buf[-1..0]`.
@@ -402,9 +407,16 @@ impl fmt::Display for Trace {
                     a.len.to_string(),
                     hex_bytes(&a.bytes, a.len),
                     super::symbols::describe_ip(a.ip),
-                    match &a.syscall {
-                        Some(name) => format!("{} {name} (by the kernel)", a.insn),
-                        None => a.insn.clone(),
+                    {
+                        let insn = match &a.syscall {
+                            Some(name) => format!("{} {name} (by the kernel)", a.insn),
+                            None => a.insn.clone(),
+                        };
+                        if self.is_out_of_bounds(a) {
+                            format!("{insn}  <- OUT OF BOUNDS")
+                        } else {
+                            insn
+                        }
                     },
                 ]
             })
@@ -436,6 +448,12 @@ impl fmt::Display for Trace {
             self.stats.stops,
             self.stats.ptrace_requests
         )?;
+        let regions: Vec<String> = self
+            .regions
+            .iter()
+            .map(|r| format!("`{}` {} bytes", r.name, r.len))
+            .collect();
+        writeln!(f, "regions: {}", regions.join(", "))?;
         line(f, header)?;
         for row in &rows {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;

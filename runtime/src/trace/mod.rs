@@ -2,7 +2,11 @@
 //! events, the test process reads and prints them.
 //!
 //! - `event`: `Access`, `Trace` and the rest of the public event types;
-//! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`.
+//! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`;
+//! - `contract`: memory contracts whose failure explains itself;
+//! - `snapshot`: a rendering that stays the same across builds.
 
+pub(crate) mod contract;
 pub(crate) mod event;
+pub(crate) mod snapshot;
 pub(crate) mod symbols;

@@ -1,0 +1,471 @@
+//! Memory contracts stated on a [`Trace`], whose failure message is the
+//! explanation: the contract, the expected and actual byte sets, a byte map
+//! of the region and the offending accesses only.
+//!
+//! ```text
+//! trace.expect(&out).writes_exactly(0..n).reads_nothing();
+//! trace.expect(&input).reads_exactly(0..n).writes_nothing().reads_each_byte_at_most(1);
+//! trace.expect(&out).initialises(0..n);        // every byte Rust will treat as initialised
+//! trace.expect(&scratch).reads_only_after_writing();
+//! trace.expect_no_out_of_bounds();
+//! ```
+//!
+//! Each check panics (at the caller's line, `#[track_caller]`) when the
+//! contract does not hold, and returns the [`Expect`] so checks chain.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use super::event::{Access, AccessKind, RangeSet, Region, RegionDesc, Trace};
+use super::symbols::describe_ip;
+
+/// Bytes per row of a byte map.
+const MAP_ROW: usize = 64;
+
+/// The contracts of one region in one trace; made by [`Trace::expect`].
+///
+/// Each check panics with an explanation when the contract does not hold
+/// (the contract, the expected and actual byte sets, a byte map of the
+/// region, the offending accesses) and returns the `Expect` so checks chain:
+///
+/// ```text
+/// let ((), trace) = t.call(|| unsafe { fill(out.as_mut_ptr(), 16, 0xab) });
+/// trace.expect(&out).writes_exactly(0..16).reads_nothing();
+/// trace.expect(&input).reads_exactly(0..n).writes_nothing().reads_each_byte_at_most(1);
+/// trace.expect_no_out_of_bounds();
+/// ```
+///
+/// A failure reads:
+///
+/// ```text
+/// contract failed: `out` writes exactly [0x0..0x10]
+///   region `out`: 16 bytes
+///   expected   [0x0..0x10] (16 byte(s))
+///   written    [0x0..0x10] (16 byte(s))
+///   maybe      (none)
+///   byte map of `out` (W written, R read, B both, ? maybe written, . untouched, ! out of bounds):
+///     0x0000  WWWWWWWWWWWWWWWW
+///     !  1 byte(s) past the end: out[0x10..0x11]
+///   offending access(es):
+///     write       out[0x10..0x11] 1 byte(s) [ab] at fill_one_past_end_o2+0x10 `mov [rdi+rax],dl`
+/// ```
+#[must_use = "an expectation checks nothing until one of its contracts is called"]
+pub struct Expect<'t> {
+    trace: &'t Trace,
+    region: RegionDesc,
+}
+
+impl Trace {
+    /// The contracts of `region` in this trace.
+    ///
+    /// # Panics
+    /// If `region` was not registered for this call (not a buffer or tracked
+    /// range of the `Tracer` that made the call).
+    #[track_caller]
+    pub fn expect(&self, region: &impl Region) -> Expect<'_> {
+        let id = region.region_id();
+        match self.region(&id) {
+            Some(desc) => Expect {
+                trace: self,
+                region: desc.clone(),
+            },
+            None => panic!(
+                "contract on region {id:?}, which is not a region of this call (its regions: {})",
+                self.regions()
+                    .iter()
+                    .map(|r| format!("`{}`", r.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Checks that no access touched bytes outside its region: before a
+    /// buffer's first byte, after its last, or outside every region.
+    ///
+    /// # Panics
+    /// With the offending accesses and a byte map of each region they hit.
+    #[track_caller]
+    pub fn expect_no_out_of_bounds(&self) {
+        let oob = self.out_of_bounds();
+        if oob.is_empty() {
+            return;
+        }
+        let mut msg = String::from("contract failed: no access out of bounds\n");
+        let mut seen = Vec::new();
+        for a in &oob {
+            if let Some(desc) = a.region.and_then(|id| self.region(&id))
+                && !seen.contains(&desc.id)
+            {
+                seen.push(desc.id);
+                byte_map(self, desc, &mut msg);
+            }
+        }
+        offending(self, &oob, &mut msg);
+        panic!("{msg}");
+    }
+}
+
+impl Expect<'_> {
+    fn accesses(&self) -> impl Iterator<Item = &Access> {
+        self.trace
+            .accesses()
+            .iter()
+            .filter(|a| a.region == Some(self.region.id))
+    }
+
+    fn len(&self) -> isize {
+        self.region.len as isize
+    }
+
+    /// Panics with the explanation of a broken contract.
+    #[track_caller]
+    fn fail(&self, contract: &str, sets: &[(&str, String)], offending_accesses: &[&Access]) -> ! {
+        let mut msg = format!(
+            "contract failed: `{}` {contract}\n  region `{}`: {} bytes\n",
+            self.region.name, self.region.name, self.region.len
+        );
+        for (label, set) in sets {
+            let _ = writeln!(msg, "  {label:<10} {set}");
+        }
+        byte_map(self.trace, &self.region, &mut msg);
+        offending(self.trace, offending_accesses, &mut msg);
+        panic!("{msg}");
+    }
+
+    fn written_or_maybe(&self) -> RangeSet {
+        let mut set = self.trace.written(&self.region.id);
+        for r in self.trace.maybe_written(&self.region.id).ranges() {
+            set.insert(r.clone());
+        }
+        set
+    }
+
+    /// Writes are accesses that may store: writes and maybe-writes.
+    fn is_store(a: &Access) -> bool {
+        a.kind != AccessKind::Read
+    }
+
+    /// The bytes `bytes` of the region were certainly written, and no other
+    /// byte was (or may have been) written, in or out of bounds.
+    #[track_caller]
+    pub fn writes_exactly(self, bytes: Range<usize>) -> Self {
+        let expected: RangeSet = std::iter::once(bytes.clone()).collect();
+        let certain = self.trace.written(&self.region.id);
+        let any = self.written_or_maybe();
+        let stray: Vec<&Access> = self
+            .accesses()
+            .filter(|a| Self::is_store(a) && !within(a.range(), &bytes))
+            .collect();
+        if certain != expected || any != expected || !stray.is_empty() {
+            self.fail(
+                &format!("writes exactly {}", fmt_range(&bytes)),
+                &[
+                    ("expected", fmt_set(&expected)),
+                    ("written", fmt_set(&certain)),
+                    ("maybe", fmt_set(&self.trace.maybe_written(&self.region.id))),
+                ],
+                &stray,
+            );
+        }
+        self
+    }
+
+    /// No byte of the region (or around it) was written or maybe written.
+    #[track_caller]
+    pub fn writes_nothing(self) -> Self {
+        let stores: Vec<&Access> = self.accesses().filter(|a| Self::is_store(a)).collect();
+        if !stores.is_empty() {
+            self.fail(
+                "writes nothing",
+                &[("written", fmt_set(&self.written_or_maybe()))],
+                &stores,
+            );
+        }
+        self
+    }
+
+    /// The bytes `bytes` were read, and no other byte (in or out of bounds).
+    #[track_caller]
+    pub fn reads_exactly(self, bytes: Range<usize>) -> Self {
+        let expected: RangeSet = std::iter::once(bytes.clone()).collect();
+        let read = self.trace.read(&self.region.id);
+        let stray: Vec<&Access> = self
+            .accesses()
+            .filter(|a| a.kind == AccessKind::Read && !within(a.range(), &bytes))
+            .collect();
+        if read != expected || !stray.is_empty() {
+            self.fail(
+                &format!("reads exactly {}", fmt_range(&bytes)),
+                &[("expected", fmt_set(&expected)), ("read", fmt_set(&read))],
+                &stray,
+            );
+        }
+        self
+    }
+
+    /// No byte of the region (or around it) was read.
+    #[track_caller]
+    pub fn reads_nothing(self) -> Self {
+        let reads: Vec<&Access> = self
+            .accesses()
+            .filter(|a| a.kind == AccessKind::Read)
+            .collect();
+        if !reads.is_empty() {
+            self.fail(
+                "reads nothing",
+                &[("read", fmt_set(&self.trace.read(&self.region.id)))],
+                &reads,
+            );
+        }
+        self
+    }
+
+    /// Every byte of `bytes` was certainly written: what Rust will treat as
+    /// initialised after the call really was initialised by it.
+    #[track_caller]
+    pub fn initialises(self, bytes: Range<usize>) -> Self {
+        let written = self.trace.written(&self.region.id);
+        let missing: RangeSet = bytes
+            .clone()
+            .filter(|&b| !written.contains(b))
+            .map(|b| b..b + 1)
+            .collect();
+        if !missing.is_empty() {
+            self.fail(
+                &format!("initialises {}", fmt_range(&bytes)),
+                &[
+                    ("written", fmt_set(&written)),
+                    ("unwritten", fmt_set(&missing)),
+                ],
+                &[],
+            );
+        }
+        self
+    }
+
+    /// No access to this region fell outside its bytes.
+    #[track_caller]
+    pub fn stays_in_bounds(self) -> Self {
+        let len = self.len();
+        let oob: Vec<&Access> = self
+            .accesses()
+            .filter(|a| a.offset < 0 || a.range().end > len)
+            .collect();
+        if !oob.is_empty() {
+            self.fail("stays in bounds", &[], &oob);
+        }
+        self
+    }
+
+    /// No byte of the region was read more than `n` times.
+    #[track_caller]
+    pub fn reads_each_byte_at_most(self, n: usize) -> Self {
+        let len = self.region.len as usize;
+        let mut counts = vec![0usize; len];
+        for a in self.accesses().filter(|a| a.kind == AccessKind::Read) {
+            for off in clip(a.range(), len) {
+                counts[off] += 1;
+            }
+        }
+        let over: RangeSet = (0..len)
+            .filter(|&b| counts[b] > n)
+            .map(|b| b..b + 1)
+            .collect();
+        if !over.is_empty() {
+            let offenders: Vec<&Access> = self
+                .accesses()
+                .filter(|a| {
+                    a.kind == AccessKind::Read && clip(a.range(), len).any(|b| over.contains(b))
+                })
+                .collect();
+            let most = counts.iter().copied().max().unwrap_or(0);
+            self.fail(
+                &format!("reads each byte at most {n} time(s)"),
+                &[
+                    ("read > n", fmt_set(&over)),
+                    ("most", format!("{most} reads of one byte")),
+                ],
+                &offenders,
+            );
+        }
+        self
+    }
+
+    /// Every byte read was written earlier in the call (by the native code):
+    /// the code reads only what it wrote first.
+    #[track_caller]
+    pub fn reads_only_after_writing(self) -> Self {
+        let len = self.region.len as usize;
+        let mut written = RangeSet::default();
+        let mut offenders = Vec::new();
+        let mut unwritten = RangeSet::default();
+        for a in self.accesses() {
+            match a.kind {
+                AccessKind::Write => {
+                    let r = clip(a.range(), len);
+                    written.insert(r.start..r.end);
+                }
+                AccessKind::MaybeWrite => {}
+                AccessKind::Read => {
+                    let before = unwritten.byte_count();
+                    for b in clip(a.range(), len).filter(|&b| !written.contains(b)) {
+                        unwritten.insert(b..b + 1);
+                    }
+                    if unwritten.byte_count() > before {
+                        offenders.push(a);
+                    }
+                }
+            }
+        }
+        if !offenders.is_empty() {
+            self.fail(
+                "reads only bytes it wrote first",
+                &[("read first", fmt_set(&unwritten))],
+                &offenders,
+            );
+        }
+        self
+    }
+}
+
+/// True if every byte of `r` lies in `bytes`.
+fn within(r: Range<isize>, bytes: &Range<usize>) -> bool {
+    r.start >= bytes.start as isize && r.end <= bytes.end as isize
+}
+
+/// The offsets of `r` inside `0..len`.
+fn clip(r: Range<isize>, len: usize) -> Range<usize> {
+    let len = len as isize;
+    let (s, e) = (r.start.clamp(0, len), r.end.clamp(0, len));
+    s as usize..e.max(s) as usize
+}
+
+fn fmt_range(r: &Range<usize>) -> String {
+    format!("[{:#x}..{:#x}]", r.start, r.end)
+}
+
+fn fmt_set(set: &RangeSet) -> String {
+    if set.is_empty() {
+        return "(none)".to_owned();
+    }
+    let parts: Vec<String> = set.ranges().iter().map(fmt_range).collect();
+    format!("{} ({} byte(s))", parts.join(" "), set.byte_count())
+}
+
+/// Appends the byte map of `desc`: one character per byte, `W` written,
+/// `R` read, `B` both, `?` maybe written, `.` untouched; bytes touched
+/// before or after the region are listed as `!` with their offsets. Rows
+/// of one character repeated are compressed.
+fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
+    let len = desc.len as usize;
+    let mut cells = vec![b'.'; len];
+    let mut before = RangeSet::default();
+    let mut after = RangeSet::default();
+    for a in trace
+        .accesses()
+        .iter()
+        .filter(|a| a.region == Some(desc.id))
+    {
+        let r = a.range();
+        if r.start < 0 {
+            let end = r.end.min(0);
+            before.insert((-end) as usize..(-r.start) as usize);
+        }
+        if r.end > len as isize {
+            let start = r.start.max(len as isize) as usize;
+            after.insert(start - len..r.end as usize - len);
+        }
+        for b in clip(r, len) {
+            cells[b] = match (cells[b], a.kind) {
+                (b'.', AccessKind::Read) => b'R',
+                (b'.', AccessKind::Write) => b'W',
+                (b'.', AccessKind::MaybeWrite) => b'?',
+                (b'W' | b'?', AccessKind::Read)
+                | (b'R', AccessKind::Write | AccessKind::MaybeWrite) => b'B',
+                (c, _) => c,
+            };
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  byte map of `{}` (W written, R read, B both, ? maybe written, . untouched, ! out of bounds):",
+        desc.name
+    );
+    for r in before.ranges() {
+        let _ = writeln!(
+            out,
+            "    !  {} byte(s) before the start: {}[-{:#x}..{}]",
+            r.end - r.start,
+            desc.name,
+            r.end,
+            if r.start == 0 {
+                "0x0".to_owned()
+            } else {
+                format!("-{:#x}", r.start)
+            }
+        );
+    }
+    let rows: Vec<&[u8]> = cells.chunks(MAP_ROW).collect();
+    let mut i = 0;
+    while i < rows.len() {
+        let row = rows[i];
+        let uniform = row.iter().all(|&c| c == row[0]) && row.len() == MAP_ROW;
+        let mut j = i + 1;
+        while uniform && j < rows.len() && rows[j] == row {
+            j += 1;
+        }
+        let text = String::from_utf8_lossy(row);
+        if j - i > 1 {
+            let _ = writeln!(
+                out,
+                "    {:#06x}..{:#06x}  {text}  ×{} rows",
+                i * MAP_ROW,
+                j * MAP_ROW,
+                j - i
+            );
+        } else {
+            let _ = writeln!(out, "    {:#06x}  {text}", i * MAP_ROW);
+        }
+        i = j;
+    }
+    for r in after.ranges() {
+        let _ = writeln!(
+            out,
+            "    !  {} byte(s) past the end: {}[{:#x}..{:#x}]",
+            r.end - r.start,
+            desc.name,
+            len + r.start,
+            len + r.end
+        );
+    }
+}
+
+/// Appends the offending accesses, one row each.
+fn offending(trace: &Trace, accesses: &[&Access], out: &mut String) {
+    if accesses.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  offending access(es):");
+    for a in accesses {
+        let bytes: Vec<String> = a
+            .bytes
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    {:<11} {} {} byte(s) [{}] at {} `{}`{}",
+            a.kind.to_string(),
+            trace.describe_location(a),
+            a.len,
+            bytes.join(" "),
+            describe_ip(a.ip),
+            a.insn,
+            a.syscall
+                .as_ref()
+                .map_or(String::new(), |s| format!(" ({s}, by the kernel)"))
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Memory contracts on traces (`trace.expect(&buf).writes_exactly(0..n)` and the
+//! rest): they hold on correct fixtures, and on the deliberately wrong ones they fail
+//! with a message that explains itself (contract, byte sets, byte map, offending
+//! accesses), snapshot-tested with `insta` after the instruction offsets are
+//! redacted. `trace.snapshot()` itself is snapshot-tested the same way.
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use traced_ffi::{Trace, Tracer, traced_ffi};
+
+use crate::levels::O2;
+
+thread_local! {
+    /// Set while a test deliberately breaks a contract: the panic is expected and
+    /// its message is checked, so the hook does not print it.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The panic message of `f`, which must panic; other threads' panics print as usual.
+fn panic_message_of(f: impl FnOnce()) -> String {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    let payload = match outcome {
+        Ok(()) => panic!("the contract held, but it must fail here"),
+        Err(payload) => payload,
+    };
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        panic!("a panic payload that is not a string")
+    }
+}
+
+/// Replaces every `+0x…` instruction offset with `+OFF`: they depend on the compiler.
+fn redact_offsets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("+0x") {
+        out.push_str(&rest[..i]);
+        out.push_str("+OFF");
+        rest = rest[i + 3..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    }
+    out.push_str(rest);
+    out
+}
+
+fn fill(t: &mut Tracer, n: usize, len: usize, wrong: bool) -> (traced_ffi::Buffer, Trace) {
+    let mut out = t.buffer("out", len);
+    let f = if wrong {
+        O2.fill_one_past_end
+    } else {
+        O2.fill_bytes
+    };
+    // SAFETY: `out` holds `len` bytes; the wrong fixture writes out[n], which is the
+    // guarded redzone when n == len.
+    let ((), trace) = t.call(|| unsafe { f(out.as_mut_ptr(), n, 0xab) });
+    (out, trace)
+}
+
+#[traced_ffi]
+fn correct_fill_keeps_writes_exactly_reads_nothing_initialises_and_stays_in_bounds(t: &mut Tracer) {
+    let (out, trace) = fill(t, 16, 64, false);
+    let _ = trace
+        .expect(&out)
+        .writes_exactly(0..16)
+        .reads_nothing()
+        .initialises(0..16)
+        .stays_in_bounds();
+    trace.expect_no_out_of_bounds();
+}
+
+#[traced_ffi]
+fn correct_copy_reads_each_source_byte_once_and_never_writes_it(t: &mut Tracer) {
+    let src = t.buffer_from("src", &[1, 2, 3, 4, 5, 6, 7, 8]);
+    let mut dst = t.buffer("dst", 8);
+    // SAFETY: both buffers hold 8 bytes.
+    let ((), trace) = t.call(|| unsafe { (O2.copy_bytes)(dst.as_mut_ptr(), src.as_ptr(), 8) });
+    let _ = trace
+        .expect(&src)
+        .reads_exactly(0..8)
+        .writes_nothing()
+        .reads_each_byte_at_most(1);
+    let _ = trace.expect(&dst).writes_exactly(0..8).reads_nothing();
+}
+
+#[traced_ffi]
+fn writes_exactly_fails_on_one_byte_past_the_end_with_byte_map_and_the_offending_write(
+    t: &mut Tracer,
+) {
+    let (out, trace) = fill(t, 16, 16, true);
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&out).writes_exactly(0..16);
+    });
+    insta::assert_snapshot!("writes_exactly_past_the_end", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn no_out_of_bounds_fails_on_a_read_before_the_start(t: &mut Tracer) {
+    let input = t.buffer_from("in", &[1, 2, 3]);
+    // SAFETY: in[-1] is the buffer's redzone; in[0..3] is readable.
+    let (sum, trace) = t.call(|| unsafe { (O2.sum_from_minus_one)(input.as_ptr(), 3) });
+    assert_eq!(sum, 6);
+    let msg = panic_message_of(|| trace.expect_no_out_of_bounds());
+    insta::assert_snapshot!("no_out_of_bounds_read_before_start", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn initialises_fails_on_the_last_byte_never_written_and_names_it(t: &mut Tracer) {
+    let mut out = t.buffer("out", 130);
+    // SAFETY: `out` holds 130 bytes.
+    let ((), trace) = t.call(|| unsafe { (O2.fill_all_but_last)(out.as_mut_ptr(), 130, 7) });
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&out).initialises(0..130);
+    });
+    insta::assert_snapshot!("initialises_missing_last_byte", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn reads_only_after_writing_and_writes_nothing_fail_with_the_first_offending_accesses(
+    t: &mut Tracer,
+) {
+    let input = t.buffer_from("in", &[9, 9, 9, 9]);
+    // SAFETY: `input` holds 4 bytes.
+    let (sum, trace) = t.call(|| unsafe { (O2.sum_bytes)(input.as_ptr(), 4) });
+    assert_eq!(sum, 36);
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&input).reads_only_after_writing();
+    });
+    insta::assert_snapshot!("reads_only_after_writing", redact_offsets(&msg));
+    let again = panic_message_of(|| {
+        let _ = trace.expect(&input).writes_nothing().reads_nothing();
+    });
+    insta::assert_snapshot!("reads_nothing", redact_offsets(&again));
+}
+
+#[traced_ffi]
+fn snapshot_of_a_trace_has_no_addresses_offsets_or_stats(t: &mut Tracer) {
+    let (_out, trace) = fill(t, 4, 4, true);
+    insta::assert_snapshot!("fill_one_past_end_trace", trace.snapshot());
+}
