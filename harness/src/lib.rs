@@ -42,15 +42,19 @@
 
 mod registry;
 mod run;
+mod trace_file;
 mod tracer;
+mod typed;
 
-pub use traced_ffi_macros::traced_ffi;
+pub use trace_file::SCHEMA_VERSION as TRACE_FILE_SCHEMA_VERSION;
+pub use traced_ffi_macros::{Fields, traced_ffi};
 pub use traced_ffi_runtime::{
-    Access, AccessKind, CallError, Expect, LaunchError, Launched, Note, RangeSet, Region,
-    RegionDesc, RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, describe_ip,
-    symbolize,
+    Access, AccessKind, CallError, Expect, Field, LaunchError, Launched, Note, RangeSet, Region,
+    RegionDesc, RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
+    describe_ip, source_location, symbolize,
 };
 pub use tracer::{Buffer, Tracer, Tracked};
+pub use typed::{Fields, Typed, TypedSlice};
 
 /// Forks the supervisor, for programs that do not use [`main!`] (examples,
 /// benchmarks). Must be called before any thread is spawned; the parent
@@ -93,5 +97,6 @@ macro_rules! main {
 pub mod __private {
     pub use crate::registry::{IntoTestResult, ShouldPanic, TESTS, TestDesc};
     pub use crate::run::main;
+    pub use crate::typed::push_field;
     pub use linkme;
 }

@@ -58,7 +58,29 @@ fn run_test(desc: &'static TestDesc) -> Result<(), Failed> {
     let mut tracer = Tracer::new(name.clone());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| (desc.run)(&mut tracer)));
     let at = format!("{}:{}", desc.file, desc.line);
-    match (outcome, desc.should_panic) {
+    let result = judge(&name, &at, outcome, desc.should_panic);
+    match (result, tracer.trace_files()) {
+        (Err(failed), files) if !files.is_empty() => {
+            let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            Err(format!("{}\ntrace files: {}", message_of(&failed), list.join(", ")).into())
+        }
+        (result, _) => result,
+    }
+}
+
+/// The message a `Failed` carries.
+fn message_of(failed: &Failed) -> String {
+    failed.message().unwrap_or("(no message)").to_owned()
+}
+
+/// The outcome of a test against what it expects.
+fn judge(
+    name: &str,
+    at: &str,
+    outcome: std::thread::Result<Result<(), String>>,
+    should_panic: ShouldPanic,
+) -> Result<(), Failed> {
+    match (outcome, should_panic) {
         (Ok(Ok(())), ShouldPanic::No) => Ok(()),
         (Ok(Err(msg)), ShouldPanic::No) => {
             Err(format!("test `{name}` ({at}) failed: {msg}").into())

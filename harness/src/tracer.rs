@@ -1,14 +1,16 @@
 //! What a test holds: the [`Tracer`], its guarded [`Buffer`]s and
 //! [`Tracked`] ranges.
 
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::typed::{Fields, Typed, TypedSlice};
 use traced_ffi_runtime::{
-    AllocError, CallError, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc, RegionId,
-    RegionKind, Trace, page_floor, page_protection,
+    AllocError, CallError, Field, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc,
+    RegionId, RegionKind, Trace, page_floor, page_protection,
 };
 
 /// Region ids are unique within the process.
@@ -23,6 +25,8 @@ struct BufferInner {
     id: RegionId,
     name: String,
     map: GuardedMapping,
+    /// Named fields of the value it holds (typed buffers).
+    fields: Vec<Field>,
 }
 
 /// A zeroed buffer on its own pages: its last byte sits against a guard
@@ -149,6 +153,10 @@ pub struct Tracer {
     test: String,
     entries: Vec<Entry>,
     allow_unsupported: bool,
+    /// Traced calls made so far.
+    calls: usize,
+    /// Trace files written for this test (see `TRACED_FFI_TRACE_DIR`).
+    trace_files: Vec<std::path::PathBuf>,
 }
 
 impl Tracer {
@@ -158,7 +166,15 @@ impl Tracer {
             test: test.into(),
             entries: Vec::new(),
             allow_unsupported: false,
+            calls: 0,
+            trace_files: Vec::new(),
         }
+    }
+
+    /// The trace files this test's calls wrote, when `TRACED_FFI_TRACE_DIR`
+    /// names a directory (one JSON file per call; see the README).
+    pub fn trace_files(&self) -> &[std::path::PathBuf] {
+        &self.trace_files
     }
 
     /// The name of the test this tracer belongs to.
@@ -181,10 +197,88 @@ impl Tracer {
 
     /// A zeroed guarded buffer of `len` bytes, or why it cannot be mapped.
     pub fn try_buffer(&mut self, name: &str, len: usize) -> Result<Buffer, AllocError> {
+        self.try_buffer_with(name, len, 1, Vec::new())
+    }
+
+    /// A zeroed guarded buffer of `len` bytes whose first byte is aligned to
+    /// `align` (a power of two, at most the page size). Its last byte is
+    /// against the guard page when `len` is a multiple of `align`.
+    ///
+    /// # Panics
+    ///
+    /// If `align` is not such a power of two, or the memory cannot be mapped.
+    #[track_caller]
+    pub fn buffer_aligned(&mut self, name: &str, len: usize, align: usize) -> Buffer {
+        match self.try_buffer_with(name, len, align, Vec::new()) {
+            Ok(b) => b,
+            Err(e) => panic!("test `{}`: failed to {e}: {}", self.test, e.source),
+        }
+    }
+
+    /// A `T` holding `init` on guarded pages, aligned for `T` (its last byte
+    /// against the guard page when the size is a multiple of the
+    /// alignment). Traces name its fields (see [`Fields`]).
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be mapped.
+    #[track_caller]
+    pub fn value<T: Fields>(&mut self, name: &str, init: T) -> Typed<T> {
+        let buffer = match self.try_buffer_with(name, size_of::<T>(), align_of::<T>(), T::fields())
+        {
+            Ok(b) => b,
+            Err(e) => panic!("test `{}`: failed to {e}: {}", self.test, e.source),
+        };
+        let mut typed = Typed {
+            buffer,
+            ty: PhantomData,
+        };
+        *typed = init;
+        typed
+    }
+
+    /// `n` zeroed values of `T` on guarded pages, aligned for `T`. Traces
+    /// name each element's fields (`name[i].field`) when `T` has fields.
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be mapped.
+    #[track_caller]
+    pub fn slice<T: Fields>(&mut self, name: &str, n: usize) -> TypedSlice<T> {
+        let inner = T::fields();
+        let size = size_of::<T>();
+        let fields: Vec<Field> = (0..n)
+            .flat_map(|i| {
+                inner.iter().map(move |f| Field {
+                    name: format!("[{i}].{}", f.name),
+                    offset: i * size + f.offset,
+                    len: f.len,
+                })
+            })
+            .collect();
+        let buffer = match self.try_buffer_with(name, n * size, align_of::<T>(), fields) {
+            Ok(b) => b,
+            Err(e) => panic!("test `{}`: failed to {e}: {}", self.test, e.source),
+        };
+        TypedSlice {
+            buffer,
+            len: n,
+            ty: PhantomData,
+        }
+    }
+
+    fn try_buffer_with(
+        &mut self,
+        name: &str,
+        len: usize,
+        align: usize,
+        fields: Vec<Field>,
+    ) -> Result<Buffer, AllocError> {
         let inner = Arc::new(BufferInner {
             id: next_region_id(),
             name: name.to_owned(),
-            map: GuardedMapping::new(name, len)?,
+            map: GuardedMapping::with_align(name, len, align)?,
+            fields,
         });
         self.entries
             .retain(|e| !matches!(e, Entry::Buffer(w) if w.strong_count() == 0));
@@ -234,6 +328,7 @@ impl Tracer {
             len: len as u64,
             span_start,
             span_len: span_end - span_start,
+            fields: Vec::new(),
         };
         self.entries.push(Entry::Tracked { desc, restore });
         Tracked {
@@ -315,7 +410,9 @@ impl Tracer {
             match entry {
                 Entry::Buffer(weak) => {
                     if let Some(inner) = weak.upgrade() {
-                        regions.push(inner.map.region(inner.id, &inner.name));
+                        let mut desc = inner.map.region(inner.id, &inner.name);
+                        desc.fields.clone_from(&inner.fields);
+                        regions.push(desc);
                         restore.push(inner.map.restore());
                         alive.push(inner);
                     }
@@ -331,7 +428,22 @@ impl Tracer {
         let trace = active.end();
         drop(alive);
         match result {
-            Ok(r) => Ok((r, trace?)),
+            Ok(r) => {
+                let trace = trace?;
+                self.calls += 1;
+                if let Some(dir) = crate::trace_file::trace_dir() {
+                    match crate::trace_file::write(&dir, &self.test, self.calls, &call, &trace) {
+                        Ok(path) => self.trace_files.push(path),
+                        Err(e) => panic!(
+                            "test `{}`, traced call at {call}: cannot write its trace file into \
+                             {} (TRACED_FFI_TRACE_DIR): {e}",
+                            self.test,
+                            dir.display()
+                        ),
+                    }
+                }
+                Ok((r, trace))
+            }
             Err(payload) => panic::resume_unwind(payload),
         }
     }

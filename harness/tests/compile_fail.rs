@@ -1,4 +1,4 @@
-//! Compile tests of the `#[traced_ffi]` attribute: every error the macro
+//! Compile tests of the `#[traced_ffi]` attribute and `#[derive(Fields)]`: every error the macros
 //! reports has a case in `ui/fail` (with the expected compiler output next to
 //! it), every accepted form has a case in `ui/pass`, which is also run.
 //!

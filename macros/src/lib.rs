@@ -9,6 +9,7 @@
 //! registration.
 
 mod expand;
+mod fields;
 mod options;
 mod signature;
 
@@ -63,4 +64,26 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn traced_ffi(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::expand(args.into(), input.into()).into()
+}
+
+/// Derives `traced_ffi::Fields` for a `#[repr(C)]` struct with named fields:
+/// traces and contract messages then name its fields (`cfg.level` instead
+/// of `cfg[0x4..0x8]`), and `trace.unwritten_fields(&value)` lists the
+/// fields and padding native code never wrote.
+///
+/// A field whose type derives `Fields` too is flattened (`inner.a`); every
+/// field's type must implement `Fields` (integers, floats, `bool`, `char`,
+/// pointers, function pointers, arrays and `Option`s of them do).
+///
+/// ```ignore
+/// #[derive(Clone, Copy, Default, traced_ffi::Fields)]
+/// #[repr(C)]
+/// struct Config { level: u32, flags: u8, window: u64 }
+/// ```
+///
+/// `#[fields(crate = path)]` names the `traced_ffi` crate for crates that
+/// rename or re-export it.
+#[proc_macro_derive(Fields, attributes(fields))]
+pub fn derive_fields(input: TokenStream) -> TokenStream {
+    fields::derive(input.into()).into()
 }

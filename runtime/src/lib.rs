@@ -32,10 +32,10 @@ pub use launch::{Launched, launch, run_untraced};
 pub use layout::{PAGE_SIZE, page_ceil, page_floor};
 pub use trace::contract::Expect;
 pub use trace::event::{
-    Access, AccessKind, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
-    RegionKind, Stats, Trace, UnknownSyscall, Unsupported,
+    Access, AccessKind, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
+    RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
 };
-pub use trace::symbols::{describe_ip, symbolize};
+pub use trace::symbols::{describe_ip, source_location, symbolize};
 pub use tracee::arena::{GuardedMapping, page_protection};
 pub use tracee::call::{ActiveCall, Protection, begin_call};
 pub use tracee::error::{AllocError, CallError, LaunchError};

@@ -19,7 +19,7 @@ thread_local! {
 }
 
 /// The panic message of `f`, which must panic; other threads' panics print as usual.
-fn panic_message_of(f: impl FnOnce()) -> String {
+pub(crate) fn panic_message_of(f: impl FnOnce()) -> String {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = panic::take_hook();
@@ -151,4 +151,43 @@ fn reads_only_after_writing_and_writes_nothing_fail_with_the_first_offending_acc
 fn snapshot_of_a_trace_has_no_addresses_offsets_or_stats(t: &mut Tracer) {
     let (_out, trace) = fill(t, 4, 4, true);
     insta::assert_snapshot!("fill_one_past_end_trace", trace.snapshot());
+}
+
+/// The 1-based line of `c/sources.c` holding `needle`.
+fn sources_line(needle: &str) -> usize {
+    let source = include_str!("../../fixtures/c/sources.c");
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("c/sources.c has no line with {needle:?}"))
+        + 1
+}
+
+#[traced_ffi]
+fn inlined_helper_stores_name_the_helper_line_and_each_call_site(t: &mut Tracer) {
+    let mut out = t.buffer("out", 4);
+    // SAFETY: `out` holds 4 bytes.
+    let ((), trace) =
+        t.call(|| unsafe { traced_ffi_fixtures::sources::put_le32(out.as_mut_ptr(), 0x4433_2211) });
+    let _ = trace.expect(&out).writes_exactly(0..4).reads_nothing();
+    let store = sources_line("*p = v;");
+    let sites: Vec<String> = trace
+        .accesses()
+        .iter()
+        .map(|a| traced_ffi::source_location(a.ip).unwrap_or_default())
+        .collect();
+    let expected: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "put_byte (c/sources.c:{store}) inlined into put_le32 (c/sources.c:{})",
+                sources_line(&format!("call site of byte {i}"))
+            )
+        })
+        .collect();
+    assert_eq!(sites, expected, "\n{trace}");
+    let table = trace.to_string();
+    assert!(
+        table.contains(&format!("  @ {}", expected[0])),
+        "the table shows each row's source location\n{table}"
+    );
 }

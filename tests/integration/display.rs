@@ -49,6 +49,14 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
     );
     assert_eq!(lines[1], "regions: `buf` 3 bytes", "{text}");
     assert_eq!(words(lines[2]), HEADER, "{text}");
+    // fill_bytes's store is on the line after its definition in fixtures.c.
+    let fixtures = include_str!("../../fixtures/c/fixtures.c");
+    let store_line = fixtures
+        .lines()
+        .position(|l| l.contains("FN(fill_bytes)("))
+        .expect("fixtures.c defines fill_bytes")
+        + 3;
+    let source = format!("(c/fixtures.c:{store_line})");
     for (i, row) in lines[3..].iter().enumerate() {
         let location = format!("buf[{:#x}..{:#x}]", i, i + 1);
         assert_eq!(
@@ -60,7 +68,10 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
                 "ab",
                 "fill_bytes_o2+0x10",
                 "mov",
-                "[rdi],dl"
+                "[rdi],dl",
+                "@",
+                "fill_bytes_o2",
+                &source
             ],
             "{text}"
         );

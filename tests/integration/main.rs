@@ -19,6 +19,7 @@ mod contracts;
 mod cost;
 mod crash;
 mod display;
+mod fields;
 mod forms_atomics;
 mod forms_avx512;
 mod forms_misc;
@@ -37,6 +38,7 @@ mod state;
 mod structs;
 mod syscalls;
 mod threads;
+mod trace_files;
 mod unavailable;
 mod unsupported;
 

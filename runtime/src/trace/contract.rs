@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use super::event::{Access, AccessKind, RangeSet, Region, RegionDesc, Trace};
-use super::symbols::describe_ip;
+use super::symbols::{describe_ip, source_location};
 
 /// Bytes per row of a byte map.
 const MAP_ROW: usize = 64;
@@ -238,6 +238,28 @@ impl Expect<'_> {
                     ("written", fmt_set(&written)),
                     ("unwritten", fmt_set(&missing)),
                 ],
+                &[],
+            );
+        }
+        self
+    }
+
+    /// Every named field of the region's value (see `#[derive(Fields)]`)
+    /// was entirely written: a C out-struct that Rust will read as
+    /// initialised. Padding is not required.
+    #[track_caller]
+    pub fn initialises_every_field(self) -> Self {
+        let missing: Vec<String> = self
+            .trace
+            .unwritten_fields(&self.region.id)
+            .into_iter()
+            .filter(|u| !u.padding)
+            .map(|u| format!("{} {}", u.name, fmt_range(&u.bytes)))
+            .collect();
+        if !missing.is_empty() {
+            self.fail(
+                "initialises every field",
+                &[("unwritten", missing.join(", "))],
                 &[],
             );
         }
@@ -467,5 +489,8 @@ fn offending(trace: &Trace, accesses: &[&Access], out: &mut String) {
                 .as_ref()
                 .map_or(String::new(), |s| format!(" ({s}, by the kernel)"))
         );
+        if let Some(source) = source_location(a.ip) {
+            let _ = writeln!(out, "                source: {source}");
+        }
     }
 }

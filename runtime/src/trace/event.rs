@@ -55,6 +55,34 @@ pub struct RegionDesc {
     pub span_start: u64,
     /// Length of that span (a multiple of the page size).
     pub span_len: u64,
+    /// Named fields of the value the region holds (from
+    /// `#[derive(traced_ffi::Fields)]`), sorted by offset; empty for plain
+    /// bytes.
+    pub fields: Vec<Field>,
+}
+
+/// One named field of a region's value: `inner.level` at bytes
+/// `offset..offset + len`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    /// The field's path (`level`, `inner.level`).
+    pub name: String,
+    /// Offset of its first byte in the value.
+    pub offset: usize,
+    /// Its size in bytes.
+    pub len: usize,
+}
+
+/// Bytes of a region's value that a call never wrote: a field (or the part
+/// of it left unwritten), or padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritten {
+    /// The field's path, or `padding`.
+    pub name: String,
+    /// The unwritten bytes, as offsets into the value.
+    pub bytes: Range<usize>,
+    /// True for padding between or after fields.
+    pub padding: bool,
 }
 
 impl RegionDesc {
@@ -360,14 +388,82 @@ impl Trace {
         }
     }
 
-    /// A short name for where an access went: `buf[0x2..0x4]`, `buf[-1..0]`.
+    /// A short name for where an access went: `buf[0x2..0x4]`, `buf[-1..0]`;
+    /// for a region with named fields, `cfg.level` when the access covers
+    /// exactly one field, `cfg.level[0x1..0x2]` when it lies inside one.
     pub fn describe_location(&self, a: &Access) -> String {
-        let name = a
-            .region
-            .and_then(|id| self.region(&id))
-            .map_or("?", |d| d.name.as_str());
+        let desc = a.region.and_then(|id| self.region(&id));
+        let name = desc.map_or("?", |d| d.name.as_str());
         let r = a.range();
+        if let Some(desc) = desc
+            && r.start >= 0
+            && let Some(f) = desc
+                .fields
+                .iter()
+                .find(|f| r.start as usize >= f.offset && r.end as usize <= f.offset + f.len)
+        {
+            let (s, e) = (r.start as usize - f.offset, r.end as usize - f.offset);
+            // Array elements join without a dot: `s[1].id`.
+            let dot = if f.name.starts_with('[') { "" } else { "." };
+            return if s == 0 && e == f.len {
+                format!("{name}{dot}{}", f.name)
+            } else {
+                format!("{name}{dot}{}[{s:#x}..{e:#x}]", f.name)
+            };
+        }
         format!("{name}[{}..{}]", fmt_offset(r.start), fmt_offset(r.end))
+    }
+
+    /// The fields of `region`'s value (see [`RegionDesc::fields`]) and the
+    /// padding between and after them that the call never certainly wrote,
+    /// in offset order: the bytes Rust must not treat as initialised.
+    /// Empty for a region without fields.
+    pub fn unwritten_fields(&self, region: &impl Region) -> Vec<Unwritten> {
+        let Some(desc) = self.region(region) else {
+            return Vec::new();
+        };
+        if desc.fields.is_empty() {
+            return Vec::new();
+        }
+        let written = self.written(region);
+        let len = desc.len as usize;
+        let mut parts: Vec<(String, Range<usize>, bool)> = Vec::new();
+        let mut at = 0;
+        for f in &desc.fields {
+            if f.offset > at {
+                parts.push(("padding".to_owned(), at..f.offset, true));
+            }
+            parts.push((f.name.clone(), f.offset..f.offset + f.len, false));
+            at = at.max(f.offset + f.len);
+        }
+        if at < len {
+            parts.push(("padding".to_owned(), at..len, true));
+        }
+        let mut out = Vec::new();
+        for (name, bytes, padding) in parts {
+            let mut run: Option<Range<usize>> = None;
+            for b in bytes {
+                if written.contains(b) {
+                    if let Some(r) = run.take() {
+                        out.push(Unwritten {
+                            name: name.clone(),
+                            bytes: r,
+                            padding,
+                        });
+                    }
+                } else {
+                    run = Some(run.map_or(b..b + 1, |r| r.start..b + 1));
+                }
+            }
+            if let Some(r) = run {
+                out.push(Unwritten {
+                    name,
+                    bytes: r,
+                    padding,
+                });
+            }
+        }
+        out
     }
 }
 
@@ -395,7 +491,9 @@ fn hex_bytes(bytes: &[u8], len: usize) -> String {
 
 impl fmt::Display for Trace {
     /// A table with one line per access: kind, location, length, bytes,
-    /// instruction address (symbol+offset) and the instruction.
+    /// instruction address (symbol+offset), the instruction and its source
+    /// location when the code has debug info (`@ fill (c/fill.c:12)`);
+    /// out-of-bounds rows end in `<- OUT OF BOUNDS`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows: Vec<[String; 6]> = self
             .accesses
@@ -408,10 +506,14 @@ impl fmt::Display for Trace {
                     hex_bytes(&a.bytes, a.len),
                     super::symbols::describe_ip(a.ip),
                     {
-                        let insn = match &a.syscall {
+                        let mut insn = match &a.syscall {
                             Some(name) => format!("{} {name} (by the kernel)", a.insn),
                             None => a.insn.clone(),
                         };
+                        if let Some(source) = super::symbols::source_location(a.ip) {
+                            insn.push_str("  @ ");
+                            insn.push_str(&source);
+                        }
                         if self.is_out_of_bounds(a) {
                             format!("{insn}  <- OUT OF BOUNDS")
                         } else {

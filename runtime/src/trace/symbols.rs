@@ -97,21 +97,29 @@ pub(crate) fn symbolize_in(pid: libc::pid_t, ip: u64) -> Option<String> {
     symbolize_with(&format!("/proc/{pid}/maps"), ip)
 }
 
-fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
-    let (start, offset, path) = mapping_of(maps_path, ip)?;
-    let file_off = ip - start + offset;
+/// The virtual address (as the file's symbols and DWARF see it) of file
+/// offset `file_off` of `path`.
+fn file_vaddr(path: &Path, file_off: u64) -> Option<u64> {
     let mut cache = cache()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let syms = cache
-        .entry(path.clone())
-        .or_insert_with(|| load(&path))
+        .entry(path.to_path_buf())
+        .or_insert_with(|| load(path))
         .as_ref()?;
-    let vaddr = syms
-        .segments
+    syms.segments
         .iter()
         .find(|&&(off, size, _)| off <= file_off && file_off < off + size)
-        .map(|&(off, _, vaddr)| file_off - off + vaddr)?;
+        .map(|&(off, _, vaddr)| file_off - off + vaddr)
+}
+
+fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
+    let (start, offset, path) = mapping_of(maps_path, ip)?;
+    let vaddr = file_vaddr(&path, ip - start + offset)?;
+    let cache = cache()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let syms = cache.get(&path)?.as_ref()?;
     let idx = syms
         .symbols
         .partition_point(|s| s.0 <= vaddr)
@@ -123,67 +131,96 @@ fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
     Some(format!("{}+{:#x}", demangle(name), vaddr - addr))
 }
 
-/// A legacy-mangled Rust symbol (`_ZN4core3ptr4read17h0123456789abcdefE`)
-/// as its path (`core::ptr::read`), without the hash; any other name as it
-/// is. Covers the escapes rustc uses (`$LT$`, `$u20$`, `..`, ...).
+/// A symbol as a person reads it: Rust (legacy and v0 manglings, without
+/// the hash) through `rustc-demangle`, C++ (Itanium) through
+/// `cpp_demangle`; any other name as it is.
 pub(crate) fn demangle(name: &str) -> String {
-    let Some(body) = name
-        .strip_prefix("_ZN")
-        .and_then(|b| b.split(".llvm.").next())
-        .and_then(|b| b.strip_suffix('E'))
-    else {
-        return name.to_owned();
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let Some(len) = rest.get(..digits).and_then(|d| d.parse::<usize>().ok()) else {
-            return name.to_owned();
-        };
-        let Some(part) = rest.get(digits..digits + len) else {
-            return name.to_owned();
-        };
-        parts.push(part);
-        rest = &rest[digits + len..];
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
     }
-    let is_hash = |p: &str| {
-        p.len() == 17 && p.starts_with('h') && p[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    };
-    if parts.last().is_some_and(|p| is_hash(p)) {
-        parts.pop();
+    if name.starts_with("_Z")
+        && let Ok(sym) = cpp_demangle::Symbol::new(name)
+        && let Ok(text) = sym.demangle()
+    {
+        return text;
     }
-    let unescaped: Vec<String> = parts.iter().map(|p| unescape(p)).collect();
-    unescaped.join("::")
+    name.to_owned()
 }
 
-fn unescape(part: &str) -> String {
-    const ESCAPES: [(&str, &str); 15] = [
-        ("$SP$", "@"),
-        ("$BP$", "*"),
-        ("$RF$", "&"),
-        ("$LT$", "<"),
-        ("$GT$", ">"),
-        ("$LP$", "("),
-        ("$RP$", ")"),
-        ("$C$", ","),
-        ("$u20$", " "),
-        ("$u22$", "\""),
-        ("$u27$", "'"),
-        ("$u5b$", "["),
-        ("$u5d$", "]"),
-        ("$u7b$", "{"),
-        ("$u7d$", "}"),
-    ];
-    // A leading `$` is written `_$`.
-    let mut out = match part.strip_prefix('_') {
-        Some(rest) if rest.starts_with('$') => rest.to_owned(),
-        _ => part.to_owned(),
-    };
-    for (from, to) in ESCAPES {
-        out = out.replace(from, to);
+/// The DWARF line tables and inlining of one mapped file, loaded at the
+/// first lookup in it; `None` when it has no debug info.
+struct FileLines {
+    loader: Option<addr2line::Loader>,
+    /// Source locations already resolved, by address in the file.
+    resolved: HashMap<u64, Option<String>>,
+}
+
+// SAFETY: the loader is only ever used with the cache's mutex held, by one
+// thread at a time; it owns its data (an arena of the file's sections).
+unsafe impl Send for FileLines {}
+
+fn lines_cache() -> &'static Mutex<HashMap<PathBuf, FileLines>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, FileLines>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The last two components of a source path (`c/basic.c`): enough to find
+/// the file, the same on every machine.
+fn short_path(path: &str) -> &str {
+    let mut slashes = path.rmatch_indices('/');
+    match (slashes.next(), slashes.next()) {
+        (Some(_), Some((i, _))) => &path[i + 1..],
+        _ => path,
     }
-    out.replace("..", "::")
+}
+
+/// The source location of an instruction address of this process, from the
+/// DWARF debug info of the file that maps it, with inlined frames
+/// innermost first: `MEM_write64 (common/mem.h:223) inlined into
+/// ZSTD_compress (compress/zstd_compress.c:2710)`. `None` without debug
+/// info. Cached per address; nothing here runs during a traced call.
+pub fn source_location(ip: u64) -> Option<String> {
+    let (start, offset, path) = mapping_of("/proc/self/maps", ip)?;
+    let vaddr = file_vaddr(&path, ip - start + offset)?;
+    let mut cache = lines_cache()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = cache.entry(path.clone()).or_insert_with(|| FileLines {
+        loader: addr2line::Loader::new(&path).ok(),
+        resolved: HashMap::new(),
+    });
+    if let Some(known) = file.resolved.get(&vaddr) {
+        return known.clone();
+    }
+    let found = file.loader.as_ref().and_then(|l| frames_at(l, vaddr));
+    file.resolved.insert(vaddr, found.clone());
+    found
+}
+
+/// `function (file:line)` for each frame at `vaddr`, joined innermost first.
+fn frames_at(loader: &addr2line::Loader, vaddr: u64) -> Option<String> {
+    let mut frames = loader.find_frames(vaddr).ok()?;
+    let mut parts = Vec::new();
+    while let Ok(Some(frame)) = frames.next() {
+        let name = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.demangle().ok().map(|n| n.into_owned()))
+            .unwrap_or_else(|| "?".to_owned());
+        let place = match frame.location {
+            Some(addr2line::Location {
+                file: Some(file),
+                line: Some(line),
+                ..
+            }) => format!("{}:{line}", short_path(file)),
+            Some(addr2line::Location {
+                file: Some(file), ..
+            }) => short_path(file).to_owned(),
+            _ => "?".to_owned(),
+        };
+        parts.push(format!("{name} ({place})"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" inlined into "))
 }
 
 #[cfg(test)]
@@ -210,6 +247,29 @@ mod tests {
         );
         assert_eq!(demangle("memcpy"), "memcpy");
         assert_eq!(demangle("_ZN3foo3barE"), "foo::bar");
+    }
+
+    #[test]
+    fn v0_rust_and_cpp_symbols_are_demangled() {
+        assert_eq!(
+            demangle("_RNvNtCs1234_7mycrate3foo3bar"),
+            "mycrate::foo::bar"
+        );
+        assert_eq!(
+            demangle("_ZN9namespace5ClassC2Ev"),
+            "namespace::Class::Class()"
+        );
+        assert_eq!(demangle("_Z3addii"), "add(int, int)");
+    }
+
+    #[test]
+    fn source_location_of_a_function_of_this_binary_names_this_file() {
+        let ip = traced_ffi_symbols_probe as *const () as u64;
+        let loc = source_location(ip).unwrap_or_default();
+        assert!(
+            loc.starts_with("traced_ffi_symbols_probe (trace/symbols.rs:"),
+            "{loc}"
+        );
     }
 
     #[test]

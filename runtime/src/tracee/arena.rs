@@ -172,13 +172,31 @@ unsafe impl Send for GuardedMapping {}
 unsafe impl Sync for GuardedMapping {}
 
 impl GuardedMapping {
-    /// Maps a zeroed buffer of `len` bytes between two guard pages.
+    /// Maps a zeroed buffer of `len` bytes between two guard pages, its last
+    /// byte against the second.
     pub fn new(name: &str, len: usize) -> Result<Self, AllocError> {
+        Self::with_align(name, len, 1)
+    }
+
+    /// Maps a zeroed buffer of `len` bytes between two guard pages, its
+    /// first byte aligned to `align` (a power of two, at most the page
+    /// size): its last byte is against the second guard page when `len` is
+    /// a multiple of `align`, and at most `align - 1` bytes before it
+    /// otherwise.
+    pub fn with_align(name: &str, len: usize, align: usize) -> Result<Self, AllocError> {
         let err = |source| AllocError {
             name: name.to_owned(),
             len,
             source,
         };
+        if !align.is_power_of_two() || align > PAGE_SIZE {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the alignment {align} is not a power of two of at most {PAGE_SIZE} (the page size)"
+                ),
+            )));
+        }
         let data_len = page_ceil(len.max(1));
         let span_len = data_len + 2 * PAGE_SIZE;
         let (hint, fixed) = match take(span_len as u64) {
@@ -214,8 +232,10 @@ impl GuardedMapping {
             }
             return Err(err(e));
         }
-        // SAFETY: data + data_len - len is within the data pages.
-        let start = unsafe { data.add(data_len - len) };
+        // The highest `align`-aligned start that leaves `len` bytes.
+        let offset = (data_len - len) & !(align - 1);
+        // SAFETY: data + offset, offset <= data_len - len, is within the data pages.
+        let start = unsafe { data.add(offset) };
         Ok(GuardedMapping {
             base: NonNull::new(base).ok_or_else(|| err(io::Error::other("mmap returned null")))?,
             span_len,
@@ -250,6 +270,7 @@ impl GuardedMapping {
             len: self.len as u64,
             span_start: self.base.as_ptr() as u64,
             span_len: self.span_len as u64,
+            fields: Vec::new(),
         }
     }
 

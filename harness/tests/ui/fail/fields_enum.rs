@@ -1,0 +1,8 @@
+#[derive(Clone, Copy, traced_ffi::Fields)]
+#[repr(C)]
+enum Mode {
+    Fast,
+    Slow,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(Clone, Copy, traced_ffi::Fields)]
+struct Config {
+    level: u32,
+}
+
+fn main() {}
