@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use traced_ffi::{Trace, Tracer};
 use traced_ffi_fixtures::o2;
 
+mod baseline;
+
 /// Repetitions of each measurement; the median is reported.
 const RUNS: usize = 7;
 /// Accesses in one scalar measurement.
@@ -100,6 +102,20 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, workload, ..] = args.as_slice()
+        && flag == baseline::NATIVE_FLAG
+    {
+        baseline::run_native(workload);
+        return;
+    }
+    // Before the supervisor: both fork.
+    let floor = baseline::stop_floor();
+    let memcheck: Vec<_> = baseline::WORKLOADS
+        .iter()
+        .map(|&(name, _, what)| (name, what, baseline::memcheck(name, 3)))
+        .collect();
+
     let t0 = Instant::now();
     traced_ffi::start_supervisor_or_exit();
     let startup = t0.elapsed();
@@ -491,6 +507,36 @@ fn main() {
             r.stops,
             r.path
         );
+    }
+    match floor {
+        Some(us) => {
+            println!("ptrace stop floor (int3 stop + PTRACE_CONT, one CPU): {us:.2} µs per stop")
+        }
+        None => println!("ptrace stop floor: not measurable here"),
+    }
+    println!("valgrind memcheck on the same C work, whole process (median of 3):");
+    for (name, what, times) in &memcheck {
+        let traced = rows
+            .iter()
+            .find(|r| {
+                r.what.contains(match *name {
+                    "fill" => "fill_bytes_o2",
+                    "sum" => "sum_bytes_o2",
+                    _ => "glibc memcpy",
+                })
+            })
+            .map(|r| match *name {
+                "memcpy" => r.us / 1e3,
+                _ => r.us * SCALAR_ACCESSES as f64 / 1e3,
+            });
+        match (times, traced) {
+            (Some((vg, native)), Some(traced_ms)) => println!(
+                "  {what:<42} memcheck {:>8.1} ms   native process {:>6.1} ms   traced call {traced_ms:>8.1} ms",
+                vg.as_secs_f64() * 1e3,
+                native.as_secs_f64() * 1e3
+            ),
+            _ => println!("  {what:<42} memcheck: valgrind not installed or failed"),
+        }
     }
     println!(
         "fork + seize + handshake at start-up: {:.2} ms (an untraced harness spends 0)",
