@@ -18,6 +18,7 @@ mod futex;
 mod kernel;
 mod late;
 mod launch;
+mod postmortem;
 mod protocol;
 mod ptrace;
 mod seccomp;
@@ -37,4 +38,5 @@ pub use event::{
     RegionKind, Stats, Trace, UnknownSyscall, Unsupported,
 };
 pub use launch::{Launched, launch, run_untraced};
+pub use postmortem::{REPORT_SIGNAL, REPORTED_EXIT_CODE};
 pub use symbols::{describe_ip, symbolize};

@@ -16,8 +16,6 @@ use crate::event::{Access, Note, RegionDesc, Stats, Trace, UnknownSyscall, Unsup
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 
-/// `SEGV_MAPERR` (siginfo.h): no mapping at the address.
-const SEGV_MAPERR: c_int = 1;
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
 pub(crate) const SEGV_ACCERR: c_int = 2;
 /// `SI_TKILL` (siginfo.h): the signal was sent by tkill/tgkill.
@@ -169,6 +167,7 @@ pub(crate) fn supervise(child: pid_t, mut sock: UnixStream, stub_base: u64) -> !
             wait_untraced(child)
         }
     };
+    crate::postmortem::install_report_handler();
     let cpu = pin_to_current_cpu();
     if let Err(e) = protocol::write_frame(&mut sock, &Handshake::Traced { cpu }) {
         report(format_args!("cannot reach the test process: {e}"));
@@ -272,8 +271,12 @@ fn die_of(sig: c_int) -> ! {
 impl Supervisor {
     fn run(mut self) -> ! {
         loop {
+            if crate::postmortem::report_requested() {
+                self.report_where_and_kill();
+            }
             let event = match ptrace::wait_any() {
                 Ok(event) => event,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => {
                     report(format_args!("waitid failed: {e}"));
                     std::process::exit(101);
@@ -292,8 +295,14 @@ impl Supervisor {
                 call.stats.stops += 1;
             }
             match event {
-                WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
-                WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
+                WaitEvent::Exited { tid, code } if tid == self.child => {
+                    self.report_end_during_call(&event);
+                    std::process::exit(code)
+                }
+                WaitEvent::Killed { tid, signal } if tid == self.child => {
+                    self.report_end_during_call(&event);
+                    die_of(signal)
+                }
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
                     self.slots.remove(&tid);
                     self.thread_masks.remove(&tid);
@@ -302,9 +311,7 @@ impl Supervisor {
                         call.threads.remove(&tid);
                     }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
-                        report(format_args!(
-                            "the thread of the traced call (tid {tid}) exited during the call"
-                        ));
+                        self.report_end_during_call(&event);
                         self.end_call_state();
                     }
                 }
@@ -457,8 +464,10 @@ impl Supervisor {
                 self.resume(tid, libc::SIGSEGV);
             }
             _ => {
-                if matches!(signal, libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
-                    self.report_crash(tid, signal, None);
+                if let Ok(info) = self.pt.getsiginfo(tid)
+                    && crate::postmortem::is_crash(signal, &info, self.child)
+                {
+                    self.report_crash(tid, signal, &info);
                 }
                 self.resume(tid, signal);
             }
@@ -535,6 +544,7 @@ impl Supervisor {
     }
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
+        crate::postmortem::call_started();
         self.note_signal_state(start.tid);
         self.call = Some(Call::new(
             start.tid,
@@ -636,14 +646,14 @@ impl Supervisor {
             self.restore_signal_state(tid);
             self.on_fault(tid, addr);
         } else {
-            self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));
+            self.report_crash(tid, libc::SIGSEGV, &info);
             self.resume(tid, libc::SIGSEGV);
         }
     }
 
     /// Explains a crash signal the program does not handle, naming the test
     /// and call if one is active.
-    pub(crate) fn report_crash(&mut self, tid: pid_t, signal: c_int, fault: Option<(c_int, u64)>) {
+    pub(crate) fn report_crash(&mut self, tid: pid_t, signal: c_int, info: &libc::siginfo_t) {
         if signal_is_caught(self.child, signal) {
             return;
         }
@@ -659,27 +669,15 @@ impl Supervisor {
         };
         let place = crate::symbols::symbolize_in(self.child, regs.rip)
             .unwrap_or_else(|| format!("{:#x}", regs.rip));
-        let during = match &self.call {
-            Some(c) => format!("test `{}`, traced call at {}", c.test, c.call),
-            None => "outside any traced call".to_owned(),
-        };
-        let what = match fault {
-            Some((code, addr)) => format!(
-                " ({}) at address {addr:#x}",
-                match code {
-                    SEGV_MAPERR => "SEGV_MAPERR: nothing is mapped there",
-                    SEGV_ACCERR => "SEGV_ACCERR: the page forbids this access",
-                    _ => "sent by a process",
-                }
-            ),
-            None => String::new(),
-        };
+        let during = crate::postmortem::during(self.call.as_ref());
+        let what = crate::postmortem::describe_cause(signal, info);
+        let accesses = self.accesses_so_far();
         report(format_args!(
             "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
              rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
              r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
-             rip={:#x} eflags={:#x}",
-            signal_name(signal),
+             rip={:#x} eflags={:#x}{accesses}",
+            crate::postmortem::signal_name(signal),
             regs.rax,
             regs.rbx,
             regs.rcx,
@@ -697,7 +695,7 @@ impl Supervisor {
             regs.r14,
             regs.r15,
             regs.rip,
-            regs.eflags
+            regs.eflags,
         ));
     }
 }
@@ -713,14 +711,4 @@ fn signal_is_caught(pid: pid_t, signal: c_int) -> bool {
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
-}
-
-fn signal_name(signal: c_int) -> String {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGILL => "SIGILL".into(),
-        libc::SIGFPE => "SIGFPE".into(),
-        other => format!("{other}"),
-    }
 }
