@@ -40,10 +40,15 @@
 //! test binary itself: registrations in a library crate the binary never
 //! references are dropped by the linker.
 
+mod isolated;
 mod registry;
 mod run;
+mod runner;
+mod timeout;
 mod tracer;
 
+pub use run::IN_PROCESS_ENV;
+pub use timeout::{DEFAULT_TIMEOUT, TIMEOUT_ENV, TimeoutEnvError};
 pub use traced_ffi_macros::traced_ffi;
 pub use traced_ffi_runtime::{
     Access, AccessKind, CallError, LaunchError, Launched, Note, RangeSet, Region, RegionDesc,

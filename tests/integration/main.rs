@@ -15,6 +15,7 @@ mod os_check;
 
 mod bounds;
 mod callbacks;
+mod containment;
 mod cost;
 mod crash;
 mod display;
