@@ -315,7 +315,10 @@ impl Supervisor {
         // orig_rax is the system call number while the thread is in one, and
         // -1 otherwise.
         let in_syscall = match i64::try_from(regs.orig_rax) {
-            Ok(nr) if nr >= 0 => format!(", in system call {nr}"),
+            Ok(nr) if nr >= 0 => match crate::syscalls::name(regs.orig_rax) {
+                Some(name) => format!(", in system call {name} ({nr})"),
+                None => format!(", in system call {nr}"),
+            },
             _ => String::new(),
         };
         format!("thread {tid}{role} at {place}: {text}{in_syscall}")
