@@ -18,6 +18,7 @@ mod futex;
 mod kernel;
 mod late;
 mod launch;
+mod mapped;
 mod postmortem;
 mod protocol;
 mod ptrace;
