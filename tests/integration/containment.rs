@@ -44,10 +44,14 @@ enum Scenario {
     SecondThread,
     /// A SIGSEGV while four other tests make traced calls (`--test-threads=4`).
     Busy,
+    /// A plain Rust panic, after a traced call.
+    Panic,
+    /// [`env_limited_child_hangs`] hangs (limit from `TRACED_FFI_TIMEOUT`).
+    HangEnv,
 }
 
 /// Every scenario, with its name in [`SCENARIO_ENV`].
-const SCENARIOS: [(Scenario, &str); 9] = [
+const SCENARIOS: [(Scenario, &str); 11] = [
     (Scenario::Segv, "segv"),
     (Scenario::Bus, "bus"),
     (Scenario::Abort, "abort"),
@@ -57,7 +61,12 @@ const SCENARIOS: [(Scenario, &str); 9] = [
     (Scenario::Hang, "hang"),
     (Scenario::SecondThread, "second-thread"),
     (Scenario::Busy, "busy"),
+    (Scenario::Panic, "panic"),
+    (Scenario::HangEnv, "hang-env"),
 ];
+
+/// What [`child_crashes`] panics with in [`Scenario::Panic`].
+const PANIC_TEXT: &str = "child_crashes: a deliberate panic after a traced call";
 
 /// The exit code `crash_exit` is given.
 const EXIT_CODE: i32 = 3;
@@ -112,7 +121,7 @@ fn child_busy_4(t: &mut Tracer) {
 #[traced_ffi(ignore)]
 fn child_crashes(t: &mut Tracer) {
     let Some(scenario) = scenario() else { return };
-    if scenario == Scenario::Hang {
+    if matches!(scenario, Scenario::Hang | Scenario::HangEnv) {
         return;
     }
     let mut buf = t.buffer("buf", 16);
@@ -135,9 +144,13 @@ fn child_crashes(t: &mut Tracer) {
             Scenario::SecondThread => {
                 crashes::crash_on_second_thread(p);
             }
-            Scenario::Hang => {}
+            Scenario::Panic => *p = CRASH_MARK,
+            Scenario::Hang | Scenario::HangEnv => {}
         }
     });
+    if scenario == Scenario::Panic {
+        panic!("{PANIC_TEXT}");
+    }
     let () = result;
     panic!("the fixture of scenario {scenario:?} returned instead of ending the process");
 }
@@ -155,6 +168,19 @@ fn child_hangs(t: &mut Tracer) {
 
 #[traced_ffi(ignore)]
 fn child_z_passes(_t: &mut Tracer) {}
+
+/// Hangs in [`Scenario::HangEnv`]; has no `timeout` option, so `TRACED_FFI_TIMEOUT`
+/// sets its limit. (Not a `child_*` test: the scenarios above do not run it.)
+#[traced_ffi(ignore)]
+fn env_limited_child_hangs(t: &mut Tracer) {
+    if scenario() != Some(Scenario::HangEnv) {
+        return;
+    }
+    let mut buf = t.buffer("buf", 16);
+    let p = buf.as_mut_ptr();
+    // SAFETY: `buf` holds the byte the fixture writes; it never returns.
+    let ((), _trace) = t.call(|| unsafe { crashes::hang_after_write(p) });
+}
 
 /// The outcome libtest-mimic printed for `name` (`ok`, `FAILED`), if any.
 fn outcome_of<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
@@ -216,10 +242,11 @@ fn check_scenario(scenario: Scenario, threads: &str, expected: &[String]) -> Chi
         .split_once(&format!("---- {failing} ----"))
         .map(|(_, rest)| rest)
         .unwrap_or_else(|| panic!("no failure block for {failing}\n{dump}"));
-    let mut wanted = vec![
-        format!("traced call at {}:", file!()),
-        format!("test `{failing}` ({}:", file!()),
-    ];
+    let mut wanted = vec![format!("test `{failing}` ({}:", file!())];
+    if scenario != Scenario::Panic {
+        // The supervisor's report names the call.
+        wanted.push(format!("traced call at {}:", file!()));
+    }
     if scenario != Scenario::Hang {
         wanted.push(CRASHER_LINE.to_owned());
     }
@@ -394,4 +421,61 @@ fn passing_output_is_shown_only_with_show_output_or_nocapture(_t: &mut Tracer) {
             shown.dump()
         );
     }
+}
+
+#[traced_ffi]
+fn a_panic_is_shown_once_in_the_failure_with_the_test_thread_name(_t: &mut Tracer) {
+    let run = check_scenario(
+        Scenario::Panic,
+        "--test-threads=2",
+        &[
+            format!("thread '{CRASHER}'"),
+            "panicked (see above)".to_owned(),
+        ],
+    );
+    let everything = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        everything.matches(PANIC_TEXT).count(),
+        1,
+        "the panic message must appear once\n{}",
+        run.dump()
+    );
+}
+
+#[traced_ffi]
+fn traced_ffi_timeout_sets_the_limit_of_tests_without_a_timeout_option(_t: &mut Tracer) {
+    let test = "containment::env_limited_child_hangs";
+    let run = run_self(
+        &["--exact", test, "--include-ignored"],
+        &[(SCENARIO_ENV, "hang-env"), (traced_ffi::TIMEOUT_ENV, "1s")],
+    );
+    let dump = run.dump();
+    assert_eq!(run.status.code(), Some(101), "{dump}");
+    assert_eq!(outcome_of(&run.stdout, test), Some("FAILED"), "{dump}");
+    for want in [
+        "(the thread of the traced call) at hang_after_write+0x",
+        "timed out (limit 1s, set by TRACED_FFI_TIMEOUT) and was killed",
+    ] {
+        assert!(run.stdout.contains(want), "lacks {want:?}\n{dump}");
+    }
+}
+
+#[traced_ffi]
+fn a_malformed_traced_ffi_timeout_stops_the_run_with_a_message(_t: &mut Tracer) {
+    let run = run_self(
+        &[
+            "--exact",
+            "containment::child_z_passes",
+            "--include-ignored",
+        ],
+        &[(traced_ffi::TIMEOUT_ENV, "10 seconds")],
+    );
+    let dump = run.dump();
+    assert_eq!(run.status.code(), Some(101), "{dump}");
+    assert!(
+        run.stderr
+            .contains("traced-ffi: failed to read TRACED_FFI_TIMEOUT=\"10 seconds\": expected"),
+        "{dump}"
+    );
+    assert!(!run.stdout.contains("running"), "{dump}");
 }
