@@ -126,6 +126,19 @@ pub(crate) fn is_crash(signal: c_int, info: &siginfo_t, child: pid_t) -> bool {
     synchronous || (!stop_or_harmless && sent_by(info) == Some(child))
 }
 
+/// True if the process ignores `signal` (`SigIgn` in /proc/PID/status): a
+/// traced process still stops for an ignored signal, which then does nothing.
+pub(crate) fn is_ignored(pid: pid_t, signal: c_int) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
+}
+
 /// The sender of a signal sent by `kill`/`tgkill`/`sigqueue`, if it was.
 fn sent_by(info: &siginfo_t) -> Option<pid_t> {
     matches!(info.si_code, libc::SI_USER | SI_TKILL | libc::SI_QUEUE)
@@ -139,6 +152,10 @@ const SI_TKILL: c_int = -6;
 /// ` (SEGV_MAPERR: nothing is mapped there) at address 0x10`: the cause of a
 /// delivered signal from its siginfo, as much as is known.
 pub(crate) fn describe_cause(signal: c_int, info: &siginfo_t) -> String {
+    if signal == libc::SIGPIPE && info.si_code == libc::SI_USER {
+        // The kernel sends SIGPIPE for a write with no reader as if by kill().
+        return " (a write to a pipe or socket that has no reader)".to_owned();
+    }
     if let Some(pid) = sent_by(info) {
         let how = match info.si_code {
             libc::SI_USER => "SI_USER: sent by kill()",

@@ -466,6 +466,7 @@ impl Supervisor {
             _ => {
                 if let Ok(info) = self.pt.getsiginfo(tid)
                     && crate::postmortem::is_crash(signal, &info, self.child)
+                    && !crate::postmortem::is_ignored(self.child, signal)
                 {
                     self.report_crash(tid, signal, &info);
                 }

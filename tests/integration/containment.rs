@@ -348,7 +348,7 @@ fn sigpipe_with_the_default_action_fails_that_test(_t: &mut Tracer) {
         Scenario::SigpipeDefault,
         "--test-threads=2",
         &[
-            "got signal SIGPIPE".to_owned(),
+            "got signal SIGPIPE (a write to a pipe or socket that has no reader)".to_owned(),
             mark_row(0),
             "its process was killed by SIGPIPE before the test finished".to_owned(),
         ],
@@ -478,4 +478,38 @@ fn a_malformed_traced_ffi_timeout_stops_the_run_with_a_message(_t: &mut Tracer) 
         "{dump}"
     );
     assert!(!run.stdout.contains("running"), "{dump}");
+}
+
+/// Set in the environment of [`ignored_sigpipe_child`]'s run.
+const SIGPIPE_CHILD_ENV: &str = "TRACED_FFI_IGNORED_SIGPIPE_CHILD";
+
+/// Writes to a pipe nobody reads, with SIGPIPE ignored (Rust's default): `EPIPE`.
+#[traced_ffi(ignore)]
+fn ignored_sigpipe_child(_t: &mut Tracer) {
+    if std::env::var_os(SIGPIPE_CHILD_ENV).is_none() {
+        return;
+    }
+    let (reader, mut writer) = std::io::pipe().expect("a pipe can be made");
+    drop(reader);
+    let written = std::io::Write::write(&mut writer, b"x");
+    assert_eq!(
+        written.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::BrokenPipe)
+    );
+}
+
+#[traced_ffi]
+fn an_ignored_sigpipe_gets_no_crash_report(_t: &mut Tracer) {
+    let run = run_self(
+        &[
+            "--exact",
+            "containment::ignored_sigpipe_child",
+            "--include-ignored",
+            "--nocapture",
+        ],
+        &[(SIGPIPE_CHILD_ENV, "1")],
+    );
+    let dump = run.dump();
+    assert!(run.status.success(), "{dump}");
+    assert!(!run.stderr.contains("traced-ffi supervisor"), "{dump}");
 }
