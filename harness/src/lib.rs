@@ -40,12 +40,17 @@
 //! test binary itself: registrations in a library crate the binary never
 //! references are dropped by the linker.
 
+mod isolated;
 mod registry;
 mod run;
+mod runner;
+mod timeout;
 mod trace_file;
 mod tracer;
 mod typed;
 
+pub use run::IN_PROCESS_ENV;
+pub use timeout::{DEFAULT_TIMEOUT, TIMEOUT_ENV, TimeoutEnvError};
 pub use trace_file::SCHEMA_VERSION as TRACE_FILE_SCHEMA_VERSION;
 pub use traced_ffi_macros::{Fields, traced_ffi};
 pub use traced_ffi_runtime::{

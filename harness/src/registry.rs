@@ -25,6 +25,8 @@ pub struct TestDesc {
     pub ignore: bool,
     /// `#[traced_ffi(should_panic)]` / `should_panic(expected = "…")`.
     pub should_panic: ShouldPanic,
+    /// `#[traced_ffi(timeout = "10s")]`.
+    pub timeout: Option<std::time::Duration>,
     /// Runs the test body.
     pub run: fn(&mut Tracer) -> Result<(), String>,
 }

@@ -1,20 +1,90 @@
-//! `traced_ffi::main!()`: parse the libtest command line, start the
-//! supervisor if a traced test will run, and run the tests with
-//! libtest-mimic.
+//! `traced_ffi::main!()`: parse the libtest command line and run the tests
+//! with libtest-mimic, each in a process of its own (see `runner.rs` and
+//! `isolated.rs`), or all in this process under one supervisor when asked
+//! to (`cargo nextest run` already starts one process per test, and
+//! [`IN_PROCESS_ENV`]).
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::Tracer;
 use crate::registry::{ShouldPanic, TESTS, TestDesc};
+use crate::runner::{self, Capture};
+use crate::timeout::{self, Limit};
+
+/// Set to `1`, the tests run in this process, under one supervisor, as
+/// threads of libtest-mimic (no containment, no timeouts, no capture):
+/// for a debugger, say.
+pub const IN_PROCESS_ENV: &str = "TRACED_FFI_IN_PROCESS";
+
+/// Set by `cargo nextest run` in the environment of the test binaries it runs.
+const NEXTEST_ENV: &str = "NEXTEST";
+
+/// The output of tests that passed, for `--show-output`: (name, output).
+static PASSED_OUTPUT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// How the selected tests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Each test in a child process of its own (the default).
+    ProcessPerTest,
+    /// All tests in this process, under one supervisor.
+    InProcess,
+}
+
+/// In-process under nextest (which runs `--exact NAME` once per test) and
+/// when [`IN_PROCESS_ENV`] asks for it; a process per test otherwise.
+fn mode(args: &Arguments) -> Mode {
+    let asked = std::env::var_os(IN_PROCESS_ENV).is_some_and(|v| v == "1");
+    let nextest_single = std::env::var_os(NEXTEST_ENV).is_some() && args.exact;
+    if asked || nextest_single {
+        Mode::InProcess
+    } else {
+        Mode::ProcessPerTest
+    }
+}
 
 /// The harness's entry point, called by `traced_ffi::main!()`.
 pub fn main() -> ! {
+    // SAFETY: `main!()` calls this first thing in `main`: no other thread exists.
+    if let Some(assignment) = unsafe { crate::isolated::take_assignment() } {
+        match assignment {
+            Ok(assignment) => crate::isolated::run_assigned(assignment),
+            Err(e) => {
+                eprintln!("traced-ffi: failed to {e}");
+                std::process::exit(101);
+            }
+        }
+    }
     let args = Arguments::from_args();
     let mut tests: Vec<&'static TestDesc> = TESTS.iter().collect();
     tests.sort_by_key(|t| t.full_name());
+    match mode(&args) {
+        Mode::InProcess => run_in_process(&args, &tests),
+        Mode::ProcessPerTest => run_process_per_test(&args, &tests),
+    }
+}
+
+/// Starts the supervisor (this process goes on as the traced test process)
+/// and says why tracing is unavailable if it is.
+pub(crate) fn start_tracing() {
+    match traced_ffi_runtime::launch() {
+        Ok(traced_ffi_runtime::Launched::Traced) => {}
+        Ok(traced_ffi_runtime::Launched::Untraced(reason)) => {
+            eprintln!("traced-ffi: tests run untraced; traced calls will fail: {reason}");
+        }
+        Err(e) => {
+            eprintln!("traced-ffi: failed to {e}; traced calls will fail");
+            traced_ffi_runtime::run_untraced(&e.to_string());
+        }
+    }
+}
+
+/// All selected tests in this process, under one supervisor.
+fn run_in_process(args: &Arguments, tests: &[&'static TestDesc]) -> ! {
     let trials: Vec<Trial> = tests.iter().map(|&t| trial(t)).collect();
     let will_run = !args.list
         && trials.iter().any(|trial| {
@@ -23,24 +93,125 @@ pub fn main() -> ! {
                 && (!args.ignored || trial.has_ignored_flag())
         });
     if will_run {
-        match traced_ffi_runtime::launch() {
-            Ok(traced_ffi_runtime::Launched::Traced) => {}
-            Ok(traced_ffi_runtime::Launched::Untraced(reason)) => {
-                eprintln!("traced-ffi: tests run untraced; traced calls will fail: {reason}");
-            }
-            Err(e) => {
-                eprintln!("traced-ffi: failed to {e}; traced calls will fail");
-                traced_ffi_runtime::run_untraced(&e.to_string());
-            }
-        }
+        start_tracing();
     } else {
         traced_ffi_runtime::run_untraced("no traced test was selected to run");
     }
-    libtest_mimic::run(&args, trials).exit()
+    libtest_mimic::run(args, trials).exit()
+}
+
+/// Each selected test in a child process of its own; this process is not
+/// traced.
+fn run_process_per_test(args: &Arguments, tests: &[&'static TestDesc]) -> ! {
+    let env_timeout = match timeout::from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("traced-ffi: failed to {e}");
+            std::process::exit(101);
+        }
+    };
+    let capture = if args.nocapture {
+        Capture::Inherited
+    } else {
+        Capture::Captured
+    };
+    let show_output = args.show_output;
+    let trials: Vec<Trial> = tests
+        .iter()
+        .map(|&desc| {
+            let limit = Limit::choose(desc.timeout, env_timeout);
+            Trial::test(desc.full_name(), move || {
+                run_one_in_child(desc, limit, capture, show_output)
+            })
+            .with_ignored_flag(desc.ignore)
+        })
+        .collect();
+    traced_ffi_runtime::run_untraced("the runner process runs no test itself");
+    let conclusion = libtest_mimic::run(args, trials);
+    print_passed_output();
+    conclusion.exit()
+}
+
+/// The Trial body in process-per-test mode.
+fn run_one_in_child(
+    desc: &'static TestDesc,
+    limit: Limit,
+    capture: Capture,
+    show_output: bool,
+) -> Result<(), Failed> {
+    let outcome = runner::run_in_child(desc, limit, capture).map_err(|e| {
+        Failed::from(format!(
+            "test `{}`: the runner failed to {e}{}",
+            desc.full_name(),
+            error_sources(&e)
+        ))
+    })?;
+    match outcome.result {
+        Ok(()) => {
+            if show_output && !outcome.output.is_empty() {
+                PASSED_OUTPUT
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push((desc.full_name(), outcome.output));
+            }
+            Ok(())
+        }
+        Err(message) if outcome.output.is_empty() => Err(message.into()),
+        Err(message) => Err(format!(
+            "{}
+{message}",
+            outcome.output.trim_end_matches('\n')
+        )
+        .into()),
+    }
+}
+
+/// `: cause: cause` for an error's chain of sources.
+fn error_sources(e: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// `--show-output`: the output of the tests that passed, after the summary
+/// (libtest-mimic prints the summary itself).
+fn print_passed_output() {
+    let passed = std::mem::take(
+        &mut *PASSED_OUTPUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    if passed.is_empty() {
+        return;
+    }
+    println!("successes:\n");
+    for (name, output) in passed {
+        println!(
+            "---- {name} output ----\n{}\n",
+            output.trim_end_matches('\n')
+        );
+    }
 }
 
 fn trial(desc: &'static TestDesc) -> Trial {
-    Trial::test(desc.full_name(), move || run_test(desc)).with_ignored_flag(desc.ignore)
+    Trial::test(desc.full_name(), move || {
+        run_test(desc, PanicText::InMessage).map_err(Failed::from)
+    })
+    .with_ignored_flag(desc.ignore)
+}
+
+/// Where a failing test's panic message is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PanicText {
+    /// In the failure message (in-process mode, where output is not captured).
+    InMessage,
+    /// Only in the test's output, where the panic hook printed it (process
+    /// per test: the output is part of the failure).
+    InOutput,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -53,24 +224,19 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-fn run_test(desc: &'static TestDesc) -> Result<(), Failed> {
+pub(crate) fn run_test(desc: &'static TestDesc, panic_text: PanicText) -> Result<(), String> {
     let name = desc.full_name();
     let mut tracer = Tracer::new(name.clone());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| (desc.run)(&mut tracer)));
     let at = format!("{}:{}", desc.file, desc.line);
-    let result = judge(&name, &at, outcome, desc.should_panic);
+    let result = judge(&name, &at, outcome, desc.should_panic, panic_text);
     match (result, tracer.trace_files()) {
-        (Err(failed), files) if !files.is_empty() => {
+        (Err(message), files) if !files.is_empty() => {
             let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            Err(format!("{}\ntrace files: {}", message_of(&failed), list.join(", ")).into())
+            Err(format!("{message}\ntrace files: {}", list.join(", ")))
         }
         (result, _) => result,
     }
-}
-
-/// The message a `Failed` carries.
-fn message_of(failed: &Failed) -> String {
-    failed.message().unwrap_or("(no message)").to_owned()
 }
 
 /// The outcome of a test against what it expects.
@@ -79,17 +245,19 @@ fn judge(
     at: &str,
     outcome: std::thread::Result<Result<(), String>>,
     should_panic: ShouldPanic,
-) -> Result<(), Failed> {
+    panic_text: PanicText,
+) -> Result<(), String> {
     match (outcome, should_panic) {
         (Ok(Ok(())), ShouldPanic::No) => Ok(()),
-        (Ok(Err(msg)), ShouldPanic::No) => {
-            Err(format!("test `{name}` ({at}) failed: {msg}").into())
-        }
-        (Err(p), ShouldPanic::No) => {
-            Err(format!("test `{name}` ({at}) panicked: {}", panic_message(&*p)).into())
-        }
+        (Ok(Err(msg)), ShouldPanic::No) => Err(format!("test `{name}` ({at}) failed: {msg}")),
+        (Err(p), ShouldPanic::No) => Err(match panic_text {
+            PanicText::InMessage => {
+                format!("test `{name}` ({at}) panicked: {}", panic_message(&*p))
+            }
+            PanicText::InOutput => format!("test `{name}` ({at}) panicked (see above)"),
+        }),
         (Ok(_), ShouldPanic::Yes | ShouldPanic::WithMessage(_)) => {
-            Err(format!("test `{name}` ({at}) did not panic as expected").into())
+            Err(format!("test `{name}` ({at}) did not panic as expected"))
         }
         (Err(_), ShouldPanic::Yes) => Ok(()),
         (Err(p), ShouldPanic::WithMessage(expected)) => {
@@ -100,8 +268,7 @@ fn judge(
                 Err(format!(
                     "test `{name}` ({at}) panicked, but the message does not contain the expected text\n  \
                      panic message: {msg:?}\n  expected substring: {expected:?}"
-                )
-                .into())
+                ))
             }
         }
     }

@@ -15,6 +15,7 @@
 //!         line: ::core::line!(),          // spanned at the fn's name
 //!         ignore: false,
 //!         should_panic: KRATE::__private::ShouldPanic::No,
+//!         timeout: ::core::option::Option::None, // Some(Duration::from_millis(ms)) for `timeout = "…"`
 //!         run: |__tracer| {
 //!             let __result = fill_writes(__tracer);
 //!             KRATE::__private::IntoTestResult::into_test_result(__result)
@@ -84,6 +85,10 @@ fn registration(options: &Options, test_fn: &TestFn) -> TokenStream {
             quote!(#krate::__private::ShouldPanic::WithMessage(#text))
         }
     };
+    let timeout = match options.timeout_ms {
+        None => quote!(::core::option::Option::None),
+        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
+    };
     // The locals are hygienic, so a test function or parameter named like
     // them still resolves to the user's item. Where a local is used as an
     // argument it is located at the parameter's type or at the return type,
@@ -111,6 +116,7 @@ fn registration(options: &Options, test_fn: &TestFn) -> TokenStream {
                 line: #line,
                 ignore: #ignore,
                 should_panic: #should_panic,
+                timeout: #timeout,
                 run: |#tracer| {
                     let #result = #ident(#tracer_arg);
                     #krate::__private::IntoTestResult::into_test_result(#result_arg)
@@ -159,6 +165,7 @@ mod tests {
                     line: ::core::line!(),
                     ignore: false,
                     should_panic: ::traced_ffi::__private::ShouldPanic::No,
+                    timeout: ::core::option::Option::None,
                     run: |__tracer| {
                         let __result = fill_writes(__tracer);
                         ::traced_ffi::__private::IntoTestResult::into_test_result(__result)

@@ -47,6 +47,11 @@ use proc_macro::TokenStream;
 /// - `should_panic`: the test passes only if it panics.
 /// - `should_panic(expected = "text")`: the test passes only if it panics
 ///   with a message containing `text`.
+/// - `timeout = "10s"`: the test fails if it runs longer (units `ms`, `s`,
+///   `m`, `h`); without it, `TRACED_FFI_TIMEOUT` or the default of 300 s
+///   applies. Enforced when the harness runs each test in a process of its
+///   own (plain `cargo test`), not under `cargo nextest run` (use nextest's
+///   `slow-timeout` there).
 /// - `crate = path`: the path under which the `traced_ffi` crate is found,
 ///   for crates that rename or re-export it (default `::traced_ffi`).
 ///

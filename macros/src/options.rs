@@ -1,4 +1,4 @@
-//! The arguments of the attribute: `#[traced_ffi(ignore, should_panic(expected = "text"), crate = path)]`.
+//! The arguments of the attribute: `#[traced_ffi(ignore, should_panic(expected = "text"), timeout = "10s", crate = path)]`.
 //!
 //! Parsing happens in two steps so that every mistake in the list is reported
 //! at once: [`RawOption`]s are split off syntactically (any identifier, then
@@ -13,14 +13,17 @@ use syn::punctuated::Punctuated;
 use syn::{Error, Ident, LitStr, MacroDelimiter, MetaList, Path, Token, token};
 
 /// The forms the attribute accepts, for error messages.
-const ALLOWED_OPTIONS: &str =
-    "`ignore`, `should_panic`, `should_panic(expected = \"text\")` or `crate = path`";
+const ALLOWED_OPTIONS: &str = "`ignore`, `should_panic`, `should_panic(expected = \"text\")`, \
+     `timeout = \"10s\"` or `crate = path`";
 
 /// Error message for a malformed `should_panic`.
 const SHOULD_PANIC_FORMS: &str = "expected `should_panic` or `should_panic(expected = \"text\")`";
 
 /// Error message for a malformed `crate`.
 const CRATE_FORM: &str = "expected `crate = path`, the path under which the `traced_ffi` crate is found (e.g. `crate = ::traced_ffi`)";
+
+/// Error message for a malformed `timeout`.
+const TIMEOUT_FORM: &str = "expected `timeout = \"<number><unit>\"` with a number above zero and a unit of `ms`, `s`, `m` or `h`, e.g. `timeout = \"10s\"`";
 
 /// The crate path used when no `crate = path` option is given.
 fn default_crate_path() -> Path {
@@ -54,6 +57,8 @@ pub(crate) struct Options {
     pub(crate) ignore: Ignore,
     /// `should_panic` / `should_panic(expected = "text")`.
     pub(crate) should_panic: ShouldPanic,
+    /// `timeout = "10s"`, in milliseconds.
+    pub(crate) timeout_ms: Option<u64>,
     /// `crate = path`, or `::traced_ffi`.
     pub(crate) krate: Path,
 }
@@ -63,6 +68,7 @@ impl Default for Options {
         Self {
             ignore: Ignore::No,
             should_panic: ShouldPanic::No,
+            timeout_ms: None,
             krate: default_crate_path(),
         }
     }
@@ -147,7 +153,10 @@ impl Options {
 
         for option in raw {
             let name = option.name.unraw().to_string();
-            if !matches!(name.as_str(), "ignore" | "should_panic" | "crate") {
+            if !matches!(
+                name.as_str(),
+                "ignore" | "should_panic" | "timeout" | "crate"
+            ) {
                 push_error(Error::new_spanned(
                     &option.name,
                     format!("unknown option `{name}`, expected {ALLOWED_OPTIONS}"),
@@ -167,6 +176,7 @@ impl Options {
                 "ignore" => check_ignore(&option).map(|ignore| options.ignore = ignore),
                 "should_panic" => check_should_panic(&option)
                     .map(|should_panic| options.should_panic = should_panic),
+                "timeout" => check_timeout(&option).map(|ms| options.timeout_ms = Some(ms)),
                 _ => check_crate(&option).map(|krate| options.krate = krate),
             };
             if let Err(err) = checked {
@@ -232,6 +242,44 @@ fn parse_expected(input: ParseStream) -> syn::Result<LitStr> {
         return Err(input.error(SHOULD_PANIC_FORMS));
     }
     Ok(text)
+}
+
+/// `timeout = "10s"`: a string literal holding a duration (see
+/// [`parse_duration_ms`]).
+fn check_timeout(option: &RawOption) -> syn::Result<u64> {
+    match &option.value {
+        RawValue::None => Err(Error::new_spanned(&option.name, TIMEOUT_FORM)),
+        RawValue::List(group) => Err(Error::new_spanned(group, TIMEOUT_FORM)),
+        RawValue::NameValue { eq_token, value } => {
+            if value.is_empty() {
+                return Err(Error::new_spanned(eq_token, TIMEOUT_FORM));
+            }
+            let text: LitStr =
+                syn::parse2(value.clone()).map_err(|_| Error::new_spanned(value, TIMEOUT_FORM))?;
+            if !text.suffix().is_empty() {
+                return Err(Error::new_spanned(&text, TIMEOUT_FORM));
+            }
+            parse_duration_ms(&text.value()).ok_or_else(|| Error::new_spanned(&text, TIMEOUT_FORM))
+        }
+    }
+}
+
+/// `"<number><unit>"` with a unit of `ms`, `s`, `m` or `h`, in milliseconds;
+/// `None` if malformed, zero or too large. The same grammar as
+/// `TRACED_FFI_TIMEOUT` (`traced_ffi`'s `timeout.rs`, which cannot share this
+/// code: a proc-macro crate exports only macros).
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|&ms| ms > 0)
 }
 
 /// `crate = path`, where `path` is a module-style path (`::traced_ffi`,
@@ -383,6 +431,37 @@ mod tests {
             quote!(should_panic(expected = "boom"suffix)),
         ] {
             assert_eq!(error_messages(args.clone()), [SHOULD_PANIC_FORMS], "{args}");
+        }
+    }
+
+    #[test]
+    fn timeout_takes_a_duration_with_a_unit() {
+        for (args, ms) in [
+            (quote!(timeout = "10s"), 10_000),
+            (quote!(timeout = "250ms"), 250),
+            (quote!(timeout = "2m"), 120_000),
+            (quote!(timeout = "1h"), 3_600_000),
+        ] {
+            assert_eq!(parse(args.clone()).unwrap().timeout_ms, Some(ms), "{args}");
+        }
+    }
+
+    #[test]
+    fn malformed_timeouts_are_rejected() {
+        for args in [
+            quote!(timeout),
+            quote!(timeout =),
+            quote!(timeout = 10),
+            quote!(timeout = "10"),
+            quote!(timeout = "0s"),
+            quote!(timeout = "10 s"),
+            quote!(timeout = "1.5s"),
+            quote!(timeout = "10days"),
+            quote!(timeout = "-1s"),
+            quote!(timeout = "99999999999999999999s"),
+            quote!(timeout("10s")),
+        ] {
+            assert_eq!(error_messages(args.clone()), [TIMEOUT_FORM], "{args}");
         }
     }
 

@@ -43,6 +43,7 @@
 
 use std::io::{self, Read, Write};
 
+use libc::c_int;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::trace::event::{RegionDesc, Trace};
@@ -114,6 +115,16 @@ pub(crate) fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<T
     r.read_exact(&mut body)?;
     postcard::from_bytes(&body).map_err(io::Error::other)
 }
+
+/// The signal the harness's runner sends a supervisor (the process it
+/// started for one test) when the test runs out of time: the supervisor
+/// prints where the test process's threads are and the call's accesses so
+/// far, kills it, and exits with [`REPORTED_EXIT_CODE`].
+pub const REPORT_SIGNAL: c_int = libc::SIGUSR1;
+
+/// The supervisor's exit code after a [`REPORT_SIGNAL`] report (the code
+/// `timeout(1)` uses for "timed out").
+pub const REPORTED_EXIT_CODE: i32 = 124;
 
 #[cfg(test)]
 mod tests {

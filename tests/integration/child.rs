@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// How long a child run of the test binary may take before it is killed. It runs one
 /// test or none, so this is generous.
 pub(crate) const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Set by `cargo nextest run` for the test processes it starts; with `--exact`, it
+/// makes the harness run the test in-process.
+const NEXTEST_ENV: &str = "NEXTEST";
 /// First and longest pause between two checks of whether the child has exited.
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(100);
@@ -46,7 +49,13 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
 pub(crate) fn run_self(args: &[&str], env: &[(&str, &str)]) -> ChildRun {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
     let mut command = Command::new(&exe);
-    command.args(args).envs(env.iter().copied());
+    // The child run is a runner of its own whatever runs this suite: not nextest's
+    // one-test process, not the in-process mode.
+    command
+        .args(args)
+        .env_remove(NEXTEST_ENV)
+        .env_remove(traced_ffi::IN_PROCESS_ENV)
+        .envs(env.iter().copied());
     run(command, CHILD_TIMEOUT)
 }
 

@@ -1,8 +1,8 @@
 //! A crash in native code during a traced call (a write to an unmapped address): the
 //! supervisor names the test, the call and the instruction, prints the registers, and
-//! the process dies of the signal. It runs in a child process so this suite survives.
-
-use std::os::unix::process::ExitStatusExt;
+//! the test's process dies of the signal; the runner reports that test FAILED with the
+//! report and the cause, and the run ends with exit code 101 and its summary. It runs
+//! this binary as a child so that the assertions see the whole output.
 
 use traced_ffi::{Tracer, traced_ffi};
 use traced_ffi_fixtures::o2;
@@ -19,7 +19,7 @@ const UNMAPPED: usize = 16;
 
 fn write_to_unmapped_address() {
     // It runs only in the child process that
-    // `segfault_in_a_traced_call_is_reported_with_the_test_name` starts for this purpose.
+    // `segfault_in_a_traced_call_fails_the_test_with_its_name_call_instruction_and_registers` starts for this purpose.
     // SAFETY: deliberately not safe: this crashes the (child) process.
     unsafe { o2::crash_write_to_address(UNMAPPED) }
 }
@@ -51,7 +51,7 @@ fn crash_call_site() -> String {
 }
 
 #[traced_ffi]
-fn segfault_in_a_traced_call_is_reported_with_the_test_name_call_instruction_and_registers(
+fn segfault_in_a_traced_call_fails_the_test_with_its_name_call_instruction_and_registers(
     _t: &mut Tracer,
 ) {
     let run = run_self(
@@ -65,9 +65,9 @@ fn segfault_in_a_traced_call_is_reported_with_the_test_name_call_instruction_and
     );
     let dump = run.dump();
     assert_eq!(
-        run.status.signal(),
-        Some(libc::SIGSEGV),
-        "the child must die of SIGSEGV\n{dump}"
+        run.status.code(),
+        Some(101),
+        "the runner must exit with libtest's failure code\n{dump}"
     );
     let call_site = crash_call_site();
     for expected in [
@@ -80,14 +80,17 @@ fn segfault_in_a_traced_call_is_reported_with_the_test_name_call_instruction_and
         "crash_write_to_address_o2+0x0: mov".to_owned(),
         "rip=".to_owned(),
         "rdi=0x10".to_owned(),
+        format!("test `{CHILD_TEST}` (tests/integration/crash.rs:"),
+        "its process was killed by SIGSEGV before the test finished".to_owned(),
     ] {
         assert!(
-            run.stderr.contains(&expected),
-            "the crash report lacks {expected:?}\n{dump}"
+            run.stdout.contains(&expected),
+            "the failure message lacks {expected:?}\n{dump}"
         );
     }
     assert!(
-        !run.stdout.contains("test result:"),
-        "the child must die before libtest-mimic's summary\n{dump}"
+        run.stdout
+            .contains("test result: FAILED. 0 passed; 1 failed; 0 ignored"),
+        "the runner must print the summary, counting the crashed test as failed\n{dump}"
     );
 }

@@ -15,6 +15,7 @@ mod os_check;
 
 mod bounds;
 mod callbacks;
+mod containment;
 mod contracts;
 mod cost;
 mod crash;

@@ -1,6 +1,8 @@
-//! Traced tests on many threads at once: libtest-mimic runs the eight `lane_*` tests in
-//! parallel (its default thread count), and one test traces from eight threads of its
-//! own. Traced calls take turns; each trace holds exactly its own call's accesses,
+//! Traced tests at once: the eight `lane_*` tests run in parallel (libtest-mimic's
+//! default thread count), each in its own process with its own supervisor under the
+//! default runner, or as threads of one process under one supervisor with
+//! `TRACED_FFI_IN_PROCESS=1` or nextest; and one test traces from eight threads of its
+//! own, whose traced calls take turns. Each trace holds exactly its own call's accesses,
 //! made by its own thread.
 
 use traced_ffi::{Tracer, traced_ffi};

@@ -32,6 +32,9 @@ pub(super) struct Call {
     pub(super) stats: Stats,
     /// The supervisor's ptrace request count when the call started.
     pub(super) requests_at_start: u64,
+    /// Whether a report already listed this call's accesses (see
+    /// `postmortem`), so that the report of a death does not repeat them.
+    pub(super) accesses_shown: bool,
 }
 
 impl Call {
@@ -60,6 +63,7 @@ impl Call {
                 ..Stats::default()
             },
             requests_at_start,
+            accesses_shown: false,
         }
     }
 

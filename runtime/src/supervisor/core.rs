@@ -13,8 +13,9 @@ use std::os::unix::net::UnixStream;
 use libc::{c_int, pid_t};
 
 use super::call::{Call, Ended, Watching};
+use super::cause::{is_crash, is_ignored};
 use super::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
-use super::report::{die_of, report, wait_untraced};
+use super::report::{die_of, install_report_handler, report, report_requested, wait_untraced};
 use super::thread::Thread;
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
@@ -114,6 +115,7 @@ pub(crate) fn supervise(
             wait_untraced(child)
         }
     };
+    install_report_handler();
     let cpu = pin_to_current_cpu();
     if let Err(e) = protocol::write_frame(&mut sock, &Handshake::Traced { cpu }) {
         report(format_args!("cannot reach the test process: {e}"));
@@ -169,8 +171,12 @@ fn thread_is_running(pid: pid_t, tid: pid_t) -> bool {
 impl Supervisor {
     fn run(mut self) -> ! {
         loop {
+            if report_requested() {
+                self.report_where_and_kill();
+            }
             let event = match ptrace::wait_any() {
                 Ok(event) => event,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => {
                     report(format_args!("waitid failed: {e}"));
                     std::process::exit(101);
@@ -189,8 +195,14 @@ impl Supervisor {
                 call.stats.stops += 1;
             }
             match event {
-                WaitEvent::Exited { tid, code } if tid == self.child => std::process::exit(code),
-                WaitEvent::Killed { tid, signal } if tid == self.child => die_of(signal),
+                WaitEvent::Exited { tid, code } if tid == self.child => {
+                    self.report_end_during_call(&event);
+                    std::process::exit(code)
+                }
+                WaitEvent::Killed { tid, signal } if tid == self.child => {
+                    self.report_end_during_call(&event);
+                    die_of(signal)
+                }
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. } => {
                     // Its last stores are done: read them before forgetting it.
                     self.read_back_writes_of(Some(tid));
@@ -200,9 +212,7 @@ impl Supervisor {
                         call.threads.remove(&tid);
                     }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
-                        report(format_args!(
-                            "the thread of the traced call (tid {tid}) exited during the call"
-                        ));
+                        self.report_end_during_call(&event);
                         self.end_call_state();
                     }
                 }
@@ -283,8 +293,11 @@ impl Supervisor {
                 self.resume(tid, libc::SIGSEGV);
             }
             _ => {
-                if matches!(signal, libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
-                    self.report_crash(tid, signal, None);
+                if let Ok(info) = self.pt.getsiginfo(tid)
+                    && is_crash(signal, &info, self.child)
+                    && !is_ignored(self.child, signal)
+                {
+                    self.report_crash(tid, signal, &info);
                 }
                 self.resume(tid, signal);
             }
@@ -470,7 +483,7 @@ impl Supervisor {
             self.restore_signal_state(tid);
             self.on_fault(tid, addr);
         } else {
-            self.report_crash(tid, libc::SIGSEGV, Some((info.si_code, addr)));
+            self.report_crash(tid, libc::SIGSEGV, &info);
             self.resume(tid, libc::SIGSEGV);
         }
     }

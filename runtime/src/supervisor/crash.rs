@@ -5,18 +5,17 @@
 use libc::{c_int, pid_t};
 use std::os::unix::fs::FileExt;
 
-use super::core::{SEGV_ACCERR, Supervisor};
+use super::cause::{describe_cause, during, signal_name};
+use super::core::Supervisor;
 use super::report::report;
 use crate::decode::insn::{MAX_INSN_LEN, decode};
 use crate::trace::symbols::symbolize_in;
 
-/// `SEGV_MAPERR` (siginfo.h): no mapping at the address.
-const SEGV_MAPERR: c_int = 1;
-
 impl Supervisor {
     /// Explains a crash signal the program does not handle, naming the test
-    /// and call if one is active.
-    pub(super) fn report_crash(&mut self, tid: pid_t, signal: c_int, fault: Option<(c_int, u64)>) {
+    /// and call if one is active, the cause from `info`, and the accesses
+    /// the call recorded so far.
+    pub(super) fn report_crash(&mut self, tid: pid_t, signal: c_int, info: &libc::siginfo_t) {
         if signal_is_caught(self.child, signal) {
             return;
         }
@@ -32,26 +31,14 @@ impl Supervisor {
         };
         let place =
             symbolize_in(self.child, regs.rip).unwrap_or_else(|| format!("{:#x}", regs.rip));
-        let during = match &self.call {
-            Some(c) => format!("test `{}`, traced call at {}", c.test, c.call),
-            None => "outside any traced call".to_owned(),
-        };
-        let what = match fault {
-            Some((code, addr)) => format!(
-                " ({}) at address {addr:#x}",
-                match code {
-                    SEGV_MAPERR => "SEGV_MAPERR: nothing is mapped there",
-                    SEGV_ACCERR => "SEGV_ACCERR: the page forbids this access",
-                    _ => "sent by a process",
-                }
-            ),
-            None => String::new(),
-        };
+        let during = during(self.call.as_ref());
+        let what = describe_cause(signal, info);
+        let accesses = self.accesses_so_far();
         report(format_args!(
             "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
              rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
              r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
-             rip={:#x} eflags={:#x}",
+             rip={:#x} eflags={:#x}{accesses}",
             signal_name(signal),
             regs.rax,
             regs.rbx,
@@ -86,14 +73,4 @@ fn signal_is_caught(pid: pid_t, signal: c_int) -> bool {
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
-}
-
-fn signal_name(signal: c_int) -> String {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGILL => "SIGILL".into(),
-        libc::SIGFPE => "SIGFPE".into(),
-        other => format!("{other}"),
-    }
 }

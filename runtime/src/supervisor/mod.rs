@@ -19,10 +19,14 @@
 //! - `late`: threads that outlive their call;
 //! - `forks`: processes the test process forks;
 //! - `crash`: explaining a crash of native code;
+//! - `postmortem`: the death of a call's thread, and the timeout report
+//!   (where every thread is) the runner asks for;
+//! - `cause`: signal names and causes, how a thread ended;
 //! - `report`: messages on stderr and the supervisor's exit;
 //! - `ptrace`: counted ptrace requests and `waitid`.
 
 mod call;
+mod cause;
 mod core;
 mod crash;
 mod executor;
@@ -31,6 +35,7 @@ mod forks;
 mod futex;
 mod kernel;
 mod late;
+mod postmortem;
 mod ptrace;
 mod record;
 mod report;

@@ -217,7 +217,11 @@ fn wait(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<WaitEvent> {
         };
         if ret == -1 {
             let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
+            // Only the supervisor's main wait gives way to a report request
+            // (see `postmortem`); waits for one thread finish their step.
+            if err.raw_os_error() == Some(libc::EINTR)
+                && !(idtype == libc::P_ALL && super::report::report_requested())
+            {
                 continue;
             }
             return Err(err);

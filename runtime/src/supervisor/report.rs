@@ -1,9 +1,43 @@
-//! The supervisor's messages on stderr, and its exit as the test process's
-//! mirror.
+//! The supervisor's messages on stderr, its exit as the test process's
+//! mirror, and the flag the runner's report request sets.
 
 use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::c_int;
+
+use crate::protocol::REPORT_SIGNAL;
+
+/// Set by the [`REPORT_SIGNAL`] handler (see `postmortem`).
+static REPORT_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_report_signal(_signal: c_int) {
+    REPORT_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs the [`REPORT_SIGNAL`] handler, without `SA_RESTART` so that a
+/// `waitid` in progress returns `EINTR`: the supervisor sees the request
+/// without polling.
+pub(super) fn install_report_handler() {
+    // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
+    // handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_report_signal as extern "C" fn(c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(REPORT_SIGNAL, &action, std::ptr::null_mut()) != 0 {
+            report(format_args!(
+                "cannot install the timeout-report handler: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+}
+
+/// True once [`REPORT_SIGNAL`] has arrived.
+pub(super) fn report_requested() -> bool {
+    REPORT_REQUESTED.load(Ordering::SeqCst)
+}
 
 /// Prints a supervisor message on stderr.
 pub(super) fn report(msg: std::fmt::Arguments<'_>) {

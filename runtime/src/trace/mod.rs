@@ -8,5 +8,6 @@
 
 pub(crate) mod contract;
 pub(crate) mod event;
+pub(crate) mod mapped;
 pub(crate) mod snapshot;
 pub(crate) mod symbols;

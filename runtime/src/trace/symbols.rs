@@ -26,8 +26,8 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, Option<FileSymbols>>> {
 }
 
 fn load(path: &Path) -> Option<FileSymbols> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    let data = super::mapped::MappedFile::open(path).ok()?;
+    let file = object::File::parse(data.bytes()).ok()?;
     let segments = file
         .segments()
         .map(|s| {

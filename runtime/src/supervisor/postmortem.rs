@@ -1,0 +1,153 @@
+//! What the supervisor prints when the test process dies during a call, or is
+//! about to be killed because it took too long.
+//!
+//! - A crash signal the program does not handle (`crash.rs`) names its
+//!   cause (`si_code`) and is followed by the accesses the call recorded so far.
+//! - The death of a call's thread (the process exited, `abort`, a fatal
+//!   signal) names the test, the call site and how it died.
+//! - [`REPORT_SIGNAL`](crate::protocol::REPORT_SIGNAL) sent to the supervisor process (by the harness's
+//!   runner when a test times out) makes it stop every thread of the test
+//!   process, print where each one is and the call's accesses so far, kill
+//!   the test process and exit with [`REPORTED_EXIT_CODE`]. The handler
+//!   (`report.rs`) only sets a flag; the supervisor sees it when `waitid`
+//!   returns `EINTR`, so it never polls.
+
+use std::os::unix::fs::FileExt;
+
+use libc::pid_t;
+
+use super::cause::{describe_end, during};
+use super::core::Supervisor;
+use super::ptrace::{self, WaitEvent};
+use super::report::report;
+use crate::decode::insn::{MAX_INSN_LEN, decode};
+use crate::decode::syscalls;
+use crate::protocol::REPORTED_EXIT_CODE;
+use crate::trace::event::Trace;
+use crate::trace::symbols::symbolize_in;
+
+/// At most this many accesses (the last ones) are listed in a report.
+const MAX_ACCESS_ROWS: usize = 16;
+
+impl Supervisor {
+    /// The call's accesses so far, at most [`MAX_ACCESS_ROWS`] (the last
+    /// ones), as the table `Trace` displays; marks them shown.
+    pub(super) fn accesses_so_far(&mut self) -> String {
+        self.read_back_writes_of(None);
+        let Some(call) = &mut self.call else {
+            return String::new();
+        };
+        call.accesses_shown = true;
+        let total = call.accesses.len();
+        if total == 0 && call.unsupported.is_empty() && call.unknown_syscalls.is_empty() {
+            return "\n  no access to a traced region was recorded in this call".to_owned();
+        }
+        let skip = total.saturating_sub(MAX_ACCESS_ROWS);
+        let trace = Trace::new(
+            call.regions.clone(),
+            call.accesses[skip..].to_vec(),
+            call.unsupported.clone(),
+            Vec::new(),
+            call.unknown_syscalls.clone(),
+            call.stats.clone(),
+        );
+        let shown = if skip > 0 {
+            format!("the last {MAX_ACCESS_ROWS} of {total} ")
+        } else {
+            String::new()
+        };
+        format!("\n  {shown}accesses recorded so far in this call: {trace}")
+    }
+
+    /// A thread of the call (or the test process) ended while the call was
+    /// active: name the test, the call, how it ended and, unless a crash
+    /// report already did, the accesses so far.
+    pub(super) fn report_end_during_call(&mut self, event: &WaitEvent) {
+        let Some(call) = &self.call else { return };
+        let Some(tid) = event.tid() else { return };
+        let role = if tid == call.tid {
+            "the thread of the traced call"
+        } else {
+            "a thread of the traced call"
+        };
+        let head = format!(
+            "{}: {role} (tid {tid}) {}",
+            during(Some(call)),
+            describe_end(event)
+        );
+        let accesses = if call.accesses_shown {
+            String::new()
+        } else {
+            self.accesses_so_far()
+        };
+        report(format_args!("{head}{accesses}"));
+    }
+
+    /// Answers [`REPORT_SIGNAL`](crate::protocol::REPORT_SIGNAL): stops every thread of the test process,
+    /// prints where each one is (symbol+offset, the instruction, the system
+    /// call it is in), the call and its accesses so far, kills the test
+    /// process and exits with [`REPORTED_EXIT_CODE`].
+    pub(super) fn report_where_and_kill(&mut self) -> ! {
+        let tids: Vec<pid_t> = std::fs::read_dir(format!("/proc/{}/task", self.child))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut waiting = Vec::new();
+        for &tid in &tids {
+            if !self.threads.get(&tid).is_some_and(|t| t.held) && self.pt.interrupt(tid).is_ok() {
+                waiting.push(tid);
+            }
+        }
+        for &tid in &waiting {
+            // The interrupt (or whatever stop came first) stops it; a thread
+            // that exits meanwhile reports its exit instead.
+            let _ = ptrace::wait_tid(tid);
+        }
+        let mut lines = vec![format!(
+            "the test ran out of time ({}); where its threads are:",
+            during(self.call.as_ref())
+        )];
+        for &tid in &tids {
+            lines.push(self.where_is(tid));
+        }
+        let accesses = self.accesses_so_far();
+        report(format_args!("{}{accesses}", lines.join("\n  ")));
+        // SAFETY: kill with a valid pid and signal; the test process is our
+        // child and not yet reaped, so the pid is still its own.
+        unsafe { libc::kill(self.child, libc::SIGKILL) };
+        std::process::exit(REPORTED_EXIT_CODE)
+    }
+
+    /// `thread 123 (caller of the traced call) at f+0x4: jmp ...`.
+    fn where_is(&mut self, tid: pid_t) -> String {
+        let role = match &self.call {
+            Some(c) if c.tid == tid => " (the thread of the traced call)",
+            Some(c) if c.threads.contains(&tid) => " (a thread of the traced call)",
+            _ => "",
+        };
+        let Ok(regs) = self.pt.getregs(tid) else {
+            return format!("thread {tid}{role}: not stopped, registers unavailable");
+        };
+        let mut insn = [0u8; MAX_INSN_LEN];
+        let n = self.mem.read_at(&mut insn, regs.rip).unwrap_or(0);
+        let text = if n == 0 {
+            "(instruction not readable)".to_owned()
+        } else {
+            decode(regs.rip, &insn[..n]).text
+        };
+        let place =
+            symbolize_in(self.child, regs.rip).unwrap_or_else(|| format!("{:#x}", regs.rip));
+        // orig_rax is the system call number while the thread is in one, and
+        // -1 otherwise.
+        let in_syscall = match i64::try_from(regs.orig_rax) {
+            Ok(nr) if nr >= 0 => match syscalls::name(regs.orig_rax) {
+                Some(name) => format!(", in system call {name} ({nr})"),
+                None => format!(", in system call {nr}"),
+            },
+            _ => String::new(),
+        };
+        format!("thread {tid}{role} at {place}: {text}{in_syscall}")
+    }
+}
