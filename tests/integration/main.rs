@@ -34,6 +34,7 @@ mod rmw_forms;
 mod scalar;
 mod signals;
 mod simd;
+mod stale_args;
 mod state;
 mod structs;
 mod syscalls;
