@@ -27,6 +27,7 @@ mod forms_simd;
 mod forms_strings;
 mod glibc;
 mod harness_cli;
+mod many_regions;
 mod oracle;
 mod parallel;
 mod processes;

@@ -70,8 +70,7 @@ pub fn begin_call(
         restore,
         affinity,
     };
-    protocol::write_frame(&mut *guard, &Request::StartCall(start)).map_err(io_err)?;
-    ring().map_err(io_err)?;
+    protocol::write_request(&mut *guard, &Request::StartCall(start), ring).map_err(io_err)?;
     match protocol::read_frame::<Reply>(&mut *guard).map_err(io_err)? {
         Reply::Started => {}
         Reply::Refused(reason) => {
@@ -129,8 +128,7 @@ impl ActiveCall {
         let end = Request::EndCall {
             restore: self.restore.clone(),
         };
-        let result = protocol::write_frame(&mut *guard, &end)
-            .and_then(|()| ring())
+        let result = protocol::write_request(&mut *guard, &end, ring)
             .map_err(io_err)
             .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));
         if let Some(set) = self.affinity.take() {
