@@ -28,6 +28,7 @@ mod forms_strings;
 mod glibc;
 mod harness_cli;
 mod many_regions;
+mod nested_call;
 mod oracle;
 mod parallel;
 mod processes;
