@@ -90,6 +90,16 @@ pub fn launch() -> Result<Launched, LaunchError> {
     if LAUNCHED.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(LaunchError::AlreadyLaunched);
     }
+    let launched = launch_once();
+    if let Err(e) = &launched {
+        // Later traced calls say why, not that nothing was started.
+        start::untraced(&format!("failed to {}", error_chain(e)));
+    }
+    launched
+}
+
+/// [`launch`], the first time.
+fn launch_once() -> Result<Launched, LaunchError> {
     let count = thread_count().map_err(setup("count the threads in /proc/self/task"))?;
     if count > 1 {
         return Err(LaunchError::ThreadsRunning { count });
@@ -119,4 +129,16 @@ pub fn launch() -> Result<Launched, LaunchError> {
 /// Marks this process as untraced without forking (e.g. `--list`).
 pub fn run_untraced(reason: &str) {
     start::untraced(reason);
+}
+
+/// `error: cause: cause` on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
