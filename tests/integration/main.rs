@@ -43,6 +43,7 @@ mod syscalls;
 mod threads;
 mod trace_files;
 mod unavailable;
+mod under_valgrind;
 mod unsupported;
 
 traced_ffi::main!();
