@@ -220,8 +220,12 @@ fn watch(
     limit: Duration,
 ) -> Result<Watched, ChildRunError> {
     let pid = child.id();
+    // Without pidfd_open (Linux before 5.3, or under valgrind, which does not
+    // know the call) the child's exit is seen as the end of its pipes, and
+    // the runner then waits for it.
     let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
+        Ok(fd) => Some(fd),
+        Err(source) if source.raw_os_error() == Some(libc::ENOSYS) => None,
         Err(source) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -236,6 +240,13 @@ fn watch(
     let mut ending = Ending::InTime;
     let mut deadline = Instant::now() + limit;
     loop {
+        if status.is_none() && pidfd.is_none() && output_r.is_none() && result_r.is_none() {
+            // The pipes ended: the child has exited or is about to.
+            let s = child
+                .wait()
+                .map_err(|source| ChildRunError::Wait { pid, source })?;
+            status = Some(s);
+        }
         if status.is_some() && output_r.is_none() && result_r.is_none() {
             break;
         }
@@ -265,10 +276,9 @@ fn watch(
         let mut fds = Vec::with_capacity(3);
         let no_fd = -1;
         fds.push(libc::pollfd {
-            fd: if status.is_none() {
-                pidfd.as_raw_fd()
-            } else {
-                no_fd
+            fd: match (&pidfd, status) {
+                (Some(fd), None) => fd.as_raw_fd(),
+                _ => no_fd,
             },
             events: libc::POLLIN,
             revents: 0,

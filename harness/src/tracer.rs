@@ -357,7 +357,9 @@ impl Tracer {
     /// # Panics
     ///
     /// If tracing is unavailable or fails (the message names the test, the
-    /// call and the cause), if `f` panics (after the pages are restored), or
+    /// call and the cause; a call made inside another call's closure on the
+    /// same thread fails at once, naming where that call started), if `f`
+    /// panics (after the pages are restored), or
     /// if the trace has unsupported instructions and
     /// [`Tracer::allow_unsupported`] was not set.
     #[track_caller]

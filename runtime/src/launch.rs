@@ -90,6 +90,20 @@ pub fn launch() -> Result<Launched, LaunchError> {
     if LAUNCHED.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(LaunchError::AlreadyLaunched);
     }
+    let launched = launch_once();
+    if let Err(e) = &launched {
+        // Later traced calls say why, not that nothing was started.
+        start::untraced(&format!("failed to {}", error_chain(e)));
+    }
+    launched
+}
+
+/// [`launch`], the first time.
+fn launch_once() -> Result<Launched, LaunchError> {
+    if let Some(reason) = runs_on_translated_code() {
+        start::untraced(&reason);
+        return Ok(Launched::Untraced(reason));
+    }
     let count = thread_count().map_err(setup("count the threads in /proc/self/task"))?;
     if count > 1 {
         return Err(LaunchError::ThreadsRunning { count });
@@ -119,4 +133,49 @@ pub fn launch() -> Result<Launched, LaunchError> {
 /// Marks this process as untraced without forking (e.g. `--list`).
 pub fn run_untraced(reason: &str) {
     start::untraced(reason);
+}
+
+/// `error: cause: cause` on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Tools that run a program on a translation of its code, and a file each
+/// maps into the process, found by its name in `/proc/self/maps`.
+const CODE_REWRITERS: [(&str, &str); 3] = [
+    ("valgrind", "/vgpreload_"),
+    ("DynamoRIO", "/libdynamorio"),
+    ("Intel Pin", "/pinbin"),
+];
+
+/// Why tracing is refused if this process runs under a tool that rewrites
+/// its code (valgrind, DynamoRIO, Pin): the faults and registers the
+/// supervisor would see belong to the tool's translated code, so a trace
+/// would name the tool's instructions (`0x1004819605 movzx r10,...`), not the
+/// program's. Debuggers and `strace` do not rewrite code; if they keep the
+/// supervisor from attaching, the seize fails with its own message.
+fn runs_on_translated_code() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find_map(|path| {
+            CODE_REWRITERS
+                .iter()
+                .find(|(_, marker)| path.contains(marker))
+                .map(|(tool, _)| {
+                    format!(
+                        "this process runs under {tool} ({path} is mapped into it): {tool} runs \
+                         a translation of the code, so the supervisor would see the tool's \
+                         instructions, not the program's; run the traced tests without {tool} \
+                         (untraced tests still run)"
+                    )
+                })
+        })
 }

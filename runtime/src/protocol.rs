@@ -3,6 +3,7 @@
 //!
 //! Transport: a `UnixStream` pair made before the fork; each message is a
 //! little-endian `u32` length followed by that many bytes of postcard.
+//! Requests are the exception: they travel in parts (see below).
 //!
 //! Start-up (once per process, see `launch`):
 //!
@@ -18,7 +19,7 @@
 //! ```text
 //! child (calling thread T)               supervisor
 //! lock CALL_LOCK; pin T to the supervisor's CPU
-//! write Request::StartCall ────────────>
+//! write Request::StartCall ────────────>  (one part, or several: see below)
 //! tgkill(T, SIGSTOP)  (the doorbell)     waitid: T in signal-delivery-stop, SIGSTOP
 //!                                        check si_code == SI_TKILL, si_pid == child,
 //!                                        a request is waiting on the socket; else the
@@ -40,6 +41,23 @@
 //! Every request is answered by exactly one reply, written only after the
 //! requesting thread has been resumed. A request is only ever sent while
 //! holding the call lock, so at most one request is in flight.
+//!
+//! A request is sent in parts of at most [`PART_MAX`] bytes, each written
+//! whole and followed by its own doorbell: a little-endian `u32` header, the
+//! part's length with bit 31 ([`MORE`]) set if more parts follow, then the
+//! bytes; the parts joined are the request's postcard. The supervisor reads
+//! one part per doorbell, so the socket is empty before each part and a part
+//! never blocks its writer (it is far below the socket buffer's size),
+//! whatever the request's size (a `StartCall` with 10 000 regions is about
+//! half a megabyte). A part with more to follow gets no reply: the thread is
+//! just resumed. Only the last part's doorbell is answered.
+//!
+//! ```text
+//! write part 1 (MORE) ; tgkill ───────>  read part 1; PTRACE_CONT(T)
+//! write part 2 (MORE) ; tgkill ───────>  read part 2; PTRACE_CONT(T)
+//! write part 3        ; tgkill ───────>  read part 3: the request is whole; handle it
+//! read Reply  <───────────────────────── write Reply
+//! ```
 
 use std::io::{self, Read, Write};
 
@@ -126,6 +144,79 @@ pub const REPORT_SIGNAL: c_int = libc::SIGUSR1;
 /// `timeout(1)` uses for "timed out").
 pub const REPORTED_EXIT_CODE: i32 = 124;
 
+/// The largest request part written before a doorbell: far below a Unix
+/// socket's send buffer (`net.core.wmem_default`, about 208 KiB), so writing
+/// it to the empty socket never blocks.
+pub(crate) const PART_MAX: usize = 16 * 1024;
+/// Bit 31 of a part's header: more parts follow.
+pub(crate) const MORE: u32 = 1 << 31;
+
+/// Writes `msg` in parts of at most [`PART_MAX`] bytes, calling `ring` (the
+/// doorbell) after each.
+pub(crate) fn write_request(
+    w: &mut impl Write,
+    msg: &Request,
+    mut ring: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
+    let mut parts = body.chunks(PART_MAX).peekable();
+    if parts.peek().is_none() {
+        return Err(io::Error::other("an empty request"));
+    }
+    while let Some(part) = parts.next() {
+        // A part is at most PART_MAX bytes: its length fits in 31 bits.
+        let mut header = part.len() as u32;
+        if parts.peek().is_some() {
+            header |= MORE;
+        }
+        let mut frame = Vec::with_capacity(4 + part.len());
+        frame.extend_from_slice(&header.to_le_bytes());
+        frame.extend_from_slice(part);
+        w.write_all(&frame)?;
+        ring()?;
+    }
+    Ok(())
+}
+
+/// The supervisor's side of [`write_request`]: the parts read so far.
+#[derive(Debug, Default)]
+pub(crate) struct RequestParts {
+    body: Vec<u8>,
+}
+
+impl RequestParts {
+    /// Reads one part; returns the request once its last part is in.
+    pub(crate) fn read(&mut self, r: &mut impl Read) -> io::Result<Option<Request>> {
+        let mut header = [0u8; 4];
+        let read = r.read_exact(&mut header).and_then(|()| {
+            let header = u32::from_le_bytes(header);
+            let len = (header & !MORE) as usize;
+            if len > PART_MAX {
+                return Err(io::Error::other(format!(
+                    "a request part of {len} bytes (at most {PART_MAX})"
+                )));
+            }
+            let at = self.body.len();
+            self.body.resize(at + len, 0);
+            r.read_exact(&mut self.body[at..])?;
+            Ok(header & MORE != 0)
+        });
+        match read {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                let body = std::mem::take(&mut self.body);
+                postcard::from_bytes(&body)
+                    .map(Some)
+                    .map_err(io::Error::other)
+            }
+            Err(e) => {
+                self.body.clear();
+                Err(e)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +238,34 @@ mod tests {
             read_frame::<Request>(&mut r),
             Ok(Request::EndCall { restore }) if restore == [(1, 2, 3)]
         ));
+    }
+
+    #[test]
+    fn a_large_request_travels_in_parts_each_followed_by_a_doorbell() {
+        let restore: Vec<(u64, u64, i32)> = (0..5_000).map(|i| (i, 2 * i, 3)).collect();
+        let mut wire = Vec::new();
+        let mut rings = 0;
+        write_request(
+            &mut wire,
+            &Request::EndCall {
+                restore: restore.clone(),
+            },
+            || {
+                rings += 1;
+                Ok(())
+            },
+        )
+        .expect("write to a Vec");
+        assert!(rings > 1, "{rings} doorbells");
+        let mut parts = RequestParts::default();
+        let mut r = &wire[..];
+        for _ in 1..rings {
+            assert!(matches!(parts.read(&mut r), Ok(None)));
+        }
+        assert!(matches!(
+            parts.read(&mut r),
+            Ok(Some(Request::EndCall { restore: got })) if got == restore
+        ));
+        assert!(r.is_empty());
     }
 }

@@ -155,7 +155,7 @@ const fn bt_unit(what: &'static str, only_traced: (i64, i64)) -> Known {
 }
 
 /// `valgrind` from PATH, if it is installed.
-fn valgrind() -> Option<PathBuf> {
+pub(crate) fn valgrind() -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join("valgrind"))
         .find(|p| p.is_file())

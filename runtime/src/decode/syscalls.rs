@@ -211,12 +211,9 @@ fn futex_ptrs(op: u64) -> Option<&'static [Ptr]> {
 
 const FUTEX: u64 = 202;
 
-/// The kernel's name of system call `nr`, if the tracer knows it.
+/// The kernel's name of system call `nr` (every x86-64 call has one).
 pub(crate) fn name(nr: u64) -> Option<&'static str> {
-    if nr == FUTEX {
-        return Some("futex");
-    }
-    desc(nr).map(|d| d.name)
+    crate::decode::syscall_table::name(nr).or_else(|| desc(nr).map(|d| d.name))
 }
 
 fn ptrs_of(nr: u64, args: &[u64; 6]) -> Option<&'static [Ptr]> {
@@ -486,5 +483,23 @@ mod tests {
             effects(FUTEX, &[0x40, 129, 1, 0, 0, 0], None, &no_mem),
             Some(vec![])
         );
+    }
+
+    #[test]
+    fn every_pointer_the_effects_table_reads_is_an_address_argument_of_the_filter() {
+        for nr in 0..=500 {
+            let Some(d) = desc(nr) else { continue };
+            let mask = crate::decode::syscall_table::address_args(nr);
+            for p in d.ptrs {
+                let at = match *p {
+                    Ptr::In(i, _) | Ptr::Out(i, _) | Ptr::InOut(i, _) => i,
+                    Ptr::Iov { iov, .. } => iov,
+                    Ptr::Msg { at, .. } | Ptr::MMsg { at, .. } => at,
+                };
+                assert!(mask & (1 << at) != 0, "{} argument {at}", d.name);
+            }
+            assert_eq!(name(nr), Some(d.name));
+        }
+        assert_eq!(crate::decode::syscall_table::address_args(FUTEX), 0b1_1001);
     }
 }

@@ -62,6 +62,8 @@ pub(super) struct Supervisor {
     pub(super) sig_actions: HashMap<i32, [u8; 32]>,
     /// Whether `sig_actions` was read from the process yet.
     pub(super) sig_actions_known: bool,
+    /// The parts of a request read so far (see `protocol`).
+    request_parts: protocol::RequestParts,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -136,6 +138,7 @@ pub(crate) fn supervise(
         watching: None,
         sig_actions: HashMap::new(),
         sig_actions_known: false,
+        request_parts: protocol::RequestParts::default(),
     };
     sup.run()
 }
@@ -332,8 +335,13 @@ impl Supervisor {
     }
 
     fn on_request(&mut self, tid: pid_t) {
-        let request: Request = match protocol::read_frame(&mut self.sock) {
-            Ok(r) => r,
+        let request: Request = match self.request_parts.read(&mut self.sock) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                // More parts follow, each with its doorbell.
+                self.resume(tid, 0);
+                return;
+            }
             Err(e) => {
                 report(format_args!("cannot read a request from thread {tid}: {e}"));
                 self.resume(tid, 0);

@@ -70,7 +70,7 @@ impl Supervisor {
                 let reach: Vec<(u64, u64)> = effects.iter().map(|e| (e.addr, e.len)).collect();
                 self.pages_to_open(&reach)
             }
-            None => self.spans_pointed_at(&args),
+            None => self.spans_pointed_at(&crate::decode::syscall_table::address_values(nr, &args)),
         };
         if ranges.is_empty() {
             // Nothing protected: run it where it stands.

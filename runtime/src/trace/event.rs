@@ -183,7 +183,8 @@ pub struct Unsupported {
 pub struct UnknownSyscall {
     /// The system call number (x86-64).
     pub nr: u64,
-    /// Its name, if the tracer knows it.
+    /// Its kernel name; `None` only for a number that is not an x86-64
+    /// system call (an x32 call, say).
     pub name: Option<String>,
     /// Its six arguments.
     pub args: [u64; 6],
@@ -577,7 +578,9 @@ impl fmt::Display for Trace {
             writeln!(
                 f,
                 "  UNKNOWN SYSCALL {} ({}) at {} = {}: ran with its pages open, its accesses are not recorded",
-                s.name.as_deref().unwrap_or("?"),
+                s.name
+                    .as_deref()
+                    .unwrap_or("(not an x86-64 system call number)"),
                 s.nr,
                 super::symbols::describe_ip(s.ip),
                 s.result

@@ -50,6 +50,9 @@ pub(crate) fn reserve() -> io::Result<u64> {
     let len = 2 * RESERVATION_SIZE as usize;
     let mut mapped = None;
     for hint in RESERVATION_HINTS {
+        if claimed_by_an_inherited_filter(hint) {
+            continue;
+        }
         // Nothing is committed (MAP_NORESERVE).
         // SAFETY: an anonymous mapping at `hint`; MAP_FIXED_NOREPLACE refuses if taken.
         let p = unsafe {
@@ -317,6 +320,21 @@ pub fn page_protection(addr: u64) -> Option<i32> {
                 prot
             })
         })
+}
+
+/// True if a seccomp filter this process inherited (from a traced test
+/// process that started it: a test binary running itself) stops system calls
+/// whose address arguments point at `hint`. Nothing traces this process for
+/// that filter, so such a call fails with `ENOSYS`; and the buffers here must
+/// not lie in that range, or the other process's filter would also stop the
+/// system calls our supervisor re-issues from its stub, which it does not
+/// know for its own. The probe is `access(hint, F_OK)`: it only reads, and
+/// fails with `EFAULT` where nothing is mapped.
+fn claimed_by_an_inherited_filter(hint: u64) -> bool {
+    // SAFETY: access reads a path at `hint`; the kernel checks the address
+    // (EFAULT if unmapped) and never writes.
+    let r = unsafe { libc::access(hint as *const libc::c_char, libc::F_OK) };
+    r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)
 }
 
 #[cfg(test)]

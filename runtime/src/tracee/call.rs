@@ -49,6 +49,13 @@ pub fn begin_call(
             });
         }
     };
+    if let Some(outer) = running_call_on_this_thread() {
+        // Its closure is calling us: waiting for the call lock would hang.
+        return Err(CallError::Nested {
+            call: call.to_owned(),
+            outer,
+        });
+    }
     install_indirect_filter_once();
     let mut guard = client.lock();
     let affinity = client.cpu().and_then(pin_to);
@@ -70,8 +77,7 @@ pub fn begin_call(
         restore,
         affinity,
     };
-    protocol::write_frame(&mut *guard, &Request::StartCall(start)).map_err(io_err)?;
-    ring().map_err(io_err)?;
+    protocol::write_request(&mut *guard, &Request::StartCall(start), ring).map_err(io_err)?;
     match protocol::read_frame::<Reply>(&mut *guard).map_err(io_err)? {
         Reply::Started => {}
         Reply::Refused(reason) => {
@@ -88,6 +94,7 @@ pub fn begin_call(
         }
     }
     active.guard = Some(guard);
+    set_running_call_on_this_thread(Some(call.to_owned()));
     for (start, end) in spans {
         protect(start, end - start, libc::PROT_NONE).map_err(|source| CallError::Protect {
             call: call.to_owned(),
@@ -111,6 +118,7 @@ impl ActiveCall {
                 what: "the call was already ended".into(),
             });
         };
+        set_running_call_on_this_thread(None);
         let mut first_err = None;
         for &(start, len, prot) in &self.restore {
             if let Err(source) = protect(start, len, prot) {
@@ -129,8 +137,7 @@ impl ActiveCall {
         let end = Request::EndCall {
             restore: self.restore.clone(),
         };
-        let result = protocol::write_frame(&mut *guard, &end)
-            .and_then(|()| ring())
+        let result = protocol::write_request(&mut *guard, &end, ring)
             .map_err(io_err)
             .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));
         if let Some(set) = self.affinity.take() {
@@ -260,4 +267,19 @@ fn pin_to(cpu: usize) -> Option<libc::cpu_set_t> {
         return None;
     }
     Some(old)
+}
+
+thread_local! {
+    /// The location (`file:line`) of the traced call running on this thread.
+    static RUNNING_CALL: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The location of the traced call running on this thread, if any.
+fn running_call_on_this_thread() -> Option<String> {
+    RUNNING_CALL.with(|r| r.borrow().clone())
+}
+
+fn set_running_call_on_this_thread(call: Option<String>) {
+    RUNNING_CALL.with(|r| *r.borrow_mut() = call);
 }

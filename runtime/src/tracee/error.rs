@@ -63,6 +63,18 @@ pub enum CallError {
         /// What arrived.
         what: String,
     },
+    /// A traced call was started inside another one on the same thread (in
+    /// the first call's closure).
+    #[error(
+        "trace the call at {call}: a traced call is already running on this thread, started \
+         at {outer}; make the second call after the first returns"
+    )]
+    Nested {
+        /// The inner call's location.
+        call: String,
+        /// The location of the call already running.
+        outer: String,
+    },
     /// Changing the protection of a region's pages failed.
     #[error("trace the call at {call}: mprotect of the pages at {addr:#x} failed")]
     Protect {

@@ -7,10 +7,14 @@
 //! trace must record what it read and wrote. Stopping at every system call
 //! (`PTRACE_SYSCALL`) costs several microseconds each; instead the test
 //! process installs, right after the handshake, a classic-BPF filter that
-//! returns `SECCOMP_RET_TRACE` only when one of the six arguments lies in the
-//! address range reserved for buffers (`arena::reserve`, aligned to its size
-//! so the test is a mask and a compare of the argument's upper half), and
-//! `SECCOMP_RET_ALLOW` otherwise. System calls made from the stub page (the
+//! returns `SECCOMP_RET_TRACE` only when one of the arguments the call takes
+//! as an address (`decode/syscall_table.rs`: a binary search on the call number
+//! picks them) lies in the address range reserved for buffers
+//! (`arena::reserve`, aligned to its size so the test is a mask and a
+//! compare of the argument's upper half), and `SECCOMP_RET_ALLOW` otherwise.
+//! Registers a call does not take, and integer arguments, are never looked
+//! at: a stale buffer address there (glibc's `brk` and `close` leave the
+//! caller's rsi..r9 as they were) does not stop the call. System calls made from the stub page (the
 //! supervisor's own `mprotect`s and the re-issued call) are always allowed.
 //! The calls that take their buffers through an `iovec` array or a `msghdr`
 //! (`readv`, `writev`, `preadv*`, `pwritev*`, `sendmsg`, `recvmsg`,
@@ -49,6 +53,9 @@ const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
 /// BPF_JMP|BPF_JGE|BPF_K.
 const BPF_JGE_K: u16 = 0x35;
+/// BPF_JMP|BPF_JA: jump forward by `k` (32 bits, unlike the 8-bit
+/// offsets of conditional jumps).
+const BPF_JA: u16 = 0x05;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -105,19 +112,21 @@ pub(crate) fn program(
         action_traces.push(p.len());
         p.push(jump(BPF_JEQ_K, libc::SIGTRAP as u32, 0, 0));
     }
-    let args_at = p.len();
-    for arg in 0..6 {
-        p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8 * arg + 4));
-        p.push(stmt(BPF_AND_K, hi_mask));
-        // In the reserved range: trace.
-        p.push(jump(BPF_JEQ_K, reserved_hi, 0, 0));
-    }
+    // The argument checks (by call number, see `push_address_checks`) are
+    // too long for the 8-bit conditional jumps: reach them with a `ja`.
+    let to_args = p.len();
+    p.push(stmt(BPF_JA, 0));
     let allow_at = p.len();
     p.push(stmt(BPF_RET_K, ALLOW));
     let trace_at = p.len();
     p.push(stmt(BPF_RET_K, TRACE));
+    let args_at = p.len();
+    p[to_args].k = (args_at - to_args - 1) as u32;
+    push_address_checks(&mut p, hi_mask, reserved_hi);
     // Resolve the forward jumps (offsets count from the next instruction).
-    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    let to = |from: usize, target: usize| {
+        u8::try_from(target - from - 1).expect("a jump within the filter's first 256 instructions")
+    };
     p[1].jf = to(1, allow_at);
     p[6].jt = to(6, allow_at);
     // A failed guard skips to the argument checks.
@@ -129,10 +138,6 @@ pub(crate) fn program(
         }
     }
     for at in action_traces {
-        p[at].jt = to(at, trace_at);
-    }
-    for arg in 0..6 {
-        let at = args_at + 3 * arg + 2;
         p[at].jt = to(at, trace_at);
     }
     p
@@ -257,6 +262,85 @@ fn load(mut prog: Vec<libc::sock_filter>) -> io::Result<()> {
     Ok(())
 }
 
+/// Appends the checks of the arguments that may hold an address, for the
+/// call number at hand (`syscall_table::address_args`): `RET_TRACE` if one
+/// of them lies in the reserved range, `RET_ALLOW` otherwise. A binary
+/// search over runs of numbers with the same address arguments (about 270
+/// runs, 9 levels) leads to one block per distinct set of arguments; a call
+/// that takes no address (`brk`, `close`, `getpid`) is allowed at the leaf.
+/// Numbers the table does not know (x32 calls included) check all six.
+fn push_address_checks(p: &mut Vec<libc::sock_filter>, hi_mask: u32, reserved_hi: u32) {
+    let runs = address_arg_runs();
+    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
+    let mut leaves: Vec<(usize, u8)> = Vec::new();
+    push_search(p, &runs, &mut leaves);
+    let mut blocks: Vec<(u8, usize)> = Vec::new();
+    for &(_, mask) in &runs {
+        if mask == 0 || blocks.iter().any(|b| b.0 == mask) {
+            continue;
+        }
+        blocks.push((mask, p.len()));
+        let args: Vec<u32> = (0..6).filter(|i| mask & (1 << i) != 0).collect();
+        let n = args.len();
+        for (i, arg) in args.into_iter().enumerate() {
+            p.push(stmt(BPF_LD_W_ABS, OFF_ARGS + 8 * arg + 4));
+            p.push(stmt(BPF_AND_K, hi_mask));
+            // In the reserved range: trace (past the block's RET_ALLOW).
+            let jt = u8::try_from(3 * (n - 1 - i) + 1).unwrap_or(u8::MAX);
+            p.push(jump(BPF_JEQ_K, reserved_hi, jt, 0));
+        }
+        p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+        p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    }
+    for (at, mask) in leaves {
+        if let Some(&(_, block)) = blocks.iter().find(|b| b.0 == mask) {
+            p[at].k = (block - at - 1) as u32;
+        }
+    }
+}
+
+/// `(first number, address arguments)` for each run of call numbers with
+/// the same address arguments, from 0 up; the last run goes on to
+/// `u32::MAX`.
+fn address_arg_runs() -> Vec<(u32, u8)> {
+    let last = crate::decode::syscall_table::TABLE
+        .last()
+        .map_or(0, |e| u32::from(e.0));
+    let mut runs: Vec<(u32, u8)> = Vec::new();
+    for nr in 0..=last + 1 {
+        let mask = crate::decode::syscall_table::address_args(u64::from(nr));
+        if runs.last().is_none_or(|r| r.1 != mask) {
+            runs.push((nr, mask));
+        }
+    }
+    runs
+}
+
+/// Appends a binary search over `runs` (non-empty, sorted) on the call
+/// number in the accumulator. Each leaf is `RET_ALLOW` for a run without
+/// address arguments, else a `ja` listed in `leaves` with its run's mask.
+fn push_search(p: &mut Vec<libc::sock_filter>, runs: &[(u32, u8)], leaves: &mut Vec<(usize, u8)>) {
+    match runs {
+        [] => p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)),
+        [(_, 0)] => p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW)),
+        [(_, mask)] => {
+            leaves.push((p.len(), *mask));
+            p.push(stmt(BPF_JA, 0));
+        }
+        _ => {
+            let mid = runs.len() / 2;
+            // nr >= the upper half's first number: the `ja` to the upper
+            // half; below it: skip the `ja`, into the lower half.
+            p.push(jump(BPF_JGE_K, runs[mid].0, 0, 1));
+            let to_upper = p.len();
+            p.push(stmt(BPF_JA, 0));
+            push_search(p, &runs[..mid], leaves);
+            p[to_upper].k = (p.len() - to_upper - 1) as u32;
+            push_search(p, &runs[mid..], leaves);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +359,7 @@ mod tests {
                 BPF_JGE_K => {
                     pc += usize::from(if a >= i.k { i.jt } else { i.jf });
                 }
+                BPF_JA => pc += i.k as usize,
                 BPF_RET_K => return i.k,
                 // Not an opcode the program uses: an impossible result.
                 _ => return u32::MAX,
@@ -322,15 +407,42 @@ mod tests {
     }
 
     #[test]
-    fn a_pointer_into_the_reserved_range_in_any_argument_is_traced() {
+    fn a_pointer_into_the_reserved_range_is_traced_only_in_an_argument_the_call_takes_as_address() {
         let p = program(RESERVED, STUB, Some(LIBC));
-        for arg in 0..6 {
-            let mut args = [3, 0x5555_0000_1000, 64, 0, 0, 0];
-            args[arg] = RESERVED + 0xf_ffff_fff0;
-            assert_eq!(
-                run(&p, &data(0x7f00_0000_1000, args)),
-                libc::SECCOMP_RET_TRACE
-            );
+        assert!(p.len() <= 4096, "BPF_MAXINSNS: {} instructions", p.len());
+        let numbers = crate::decode::syscall_table::TABLE
+            .iter()
+            .map(|e| u32::from(e.0))
+            .chain([400, 470, 0x4000_0000 | 1, u32::MAX]);
+        for nr in numbers {
+            let mask = crate::decode::syscall_table::address_args(u64::from(nr));
+            for arg in 0..6 {
+                let mut args = [3, 0x5555_0000_1000, 64, 0, 0, 0];
+                args[arg] = RESERVED + 0xf_ffff_fff0;
+                let mut d = data(0x7f00_0000_1000, args);
+                d[0] = nr;
+                if nr == libc::SYS_rt_sigaction as u32 {
+                    // Traced for SIGSEGV/SIGTRAP whatever the arguments.
+                    d[4] = libc::SIGUSR1 as u32;
+                }
+                let want = if mask & (1 << arg) != 0 {
+                    libc::SECCOMP_RET_TRACE
+                } else {
+                    libc::SECCOMP_RET_ALLOW
+                };
+                assert_eq!(run(&p, &d), want, "system call {nr}, argument {arg}");
+            }
+        }
+    }
+
+    #[test]
+    fn brk_close_and_getpid_are_never_stopped_whatever_their_registers_hold() {
+        let p = program(RESERVED, STUB, Some(LIBC));
+        let stale = RESERVED + 0x1000;
+        for nr in [12, 3, 39] {
+            let mut d = data(0x7f00_0000_1000, [stale; 6]);
+            d[0] = nr;
+            assert_eq!(run(&p, &d), libc::SECCOMP_RET_ALLOW, "system call {nr}");
         }
     }
 
