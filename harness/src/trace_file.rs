@@ -60,6 +60,8 @@ struct Access<'a> {
     instruction: &'a str,
     syscall: Option<&'a str>,
     out_of_bounds: bool,
+    /// The native callers of an out-of-bounds access, innermost first.
+    callers: Vec<String>,
 }
 
 /// The trace directory, if the environment names one.
@@ -121,6 +123,7 @@ pub(crate) fn write(
                 instruction: &a.insn,
                 syscall: a.syscall.as_deref(),
                 out_of_bounds: trace.is_out_of_bounds(a),
+                callers: a.callers.iter().map(|&r| describe_ip(r)).collect(),
             })
             .collect(),
         notes: trace.notes().iter().map(|n| n.text.clone()).collect(),

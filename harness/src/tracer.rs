@@ -196,6 +196,7 @@ impl Tracer {
     }
 
     /// A zeroed guarded buffer of `len` bytes, or why it cannot be mapped.
+    #[track_caller]
     pub fn try_buffer(&mut self, name: &str, len: usize) -> Result<Buffer, AllocError> {
         self.try_buffer_with(name, len, 1, Vec::new())
     }
@@ -267,6 +268,7 @@ impl Tracer {
         }
     }
 
+    #[track_caller]
     fn try_buffer_with(
         &mut self,
         name: &str,
@@ -277,7 +279,10 @@ impl Tracer {
         let inner = Arc::new(BufferInner {
             id: next_region_id(),
             name: name.to_owned(),
-            map: GuardedMapping::with_align(name, len, align)?,
+            map: GuardedMapping::with_align(name, len, align)?.made_at({
+                let at = Location::caller();
+                format!("{}:{}", at.file(), at.line())
+            }),
             fields,
         });
         self.entries

@@ -64,7 +64,7 @@ use std::io::{self, Read, Write};
 use libc::c_int;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::trace::event::{RegionDesc, Trace};
+use crate::trace::event::{Dropped, RegionDesc, Trace};
 
 /// Sent by the supervisor once, right after the fork.
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +101,9 @@ pub(crate) struct StartCall {
     pub(crate) call: String,
     /// Regions whose spans will be protected during the call.
     pub(crate) regions: Vec<RegionDesc>,
+    /// Buffers dropped earlier whose spans are in quarantine, so that a
+    /// fault on one can name it.
+    pub(crate) dropped: Vec<Dropped>,
 }
 
 /// The supervisor's answer to a request.

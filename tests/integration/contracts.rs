@@ -191,3 +191,39 @@ fn inlined_helper_stores_name_the_helper_line_and_each_call_site(t: &mut Tracer)
         "the table shows each row's source location\n{table}"
     );
 }
+
+#[traced_ffi]
+fn out_of_bounds_write_lists_its_native_caller_where_frame_pointers_allow(t: &mut Tracer) {
+    let mut out = t.buffer("out", 4);
+    // SAFETY: `out` holds 4 bytes; the fixture also writes out[4], the guarded redzone.
+    let ((), trace) =
+        t.call(|| unsafe { (crate::levels::O0.fill_one_past_end)(out.as_mut_ptr(), 4, 1) });
+    let oob = trace.out_of_bounds();
+    assert_eq!(oob.len(), 1, "\n{trace}");
+    // fill_one_past_end_o0 keeps a frame pointer: its caller, this test's closure,
+    // is recovered.
+    let first = oob[0]
+        .callers
+        .first()
+        .map(|&ret| traced_ffi::describe_ip(ret))
+        .unwrap_or_default();
+    assert!(
+        first.contains("out_of_bounds_write_lists_its_native_caller_where_frame_pointers_allow"),
+        "the first caller is this test's closure, got {first:?}\n{trace}"
+    );
+    assert!(
+        trace
+            .accesses()
+            .iter()
+            .filter(|a| !trace.is_out_of_bounds(a))
+            .all(|a| a.callers.is_empty()),
+        "only out-of-bounds accesses carry callers\n{trace}"
+    );
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&out).stays_in_bounds();
+    });
+    assert!(
+        msg.contains("called from integration::contracts::out_of_bounds_write_lists"),
+        "{msg}"
+    );
+}

@@ -46,5 +46,6 @@ mod trace_files;
 mod unavailable;
 mod under_valgrind;
 mod unsupported;
+mod use_after_drop;
 
 traced_ffi::main!();

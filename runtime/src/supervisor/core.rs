@@ -19,7 +19,7 @@ use super::report::{die_of, install_report_handler, report, report_requested, wa
 use super::thread::Thread;
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
-use crate::trace::event::{Note, Trace};
+use crate::trace::event::{Dropped, Note, Trace};
 
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
 pub(super) const SEGV_ACCERR: c_int = 2;
@@ -64,6 +64,9 @@ pub(super) struct Supervisor {
     pub(super) sig_actions_known: bool,
     /// The parts of a request read so far (see `protocol`).
     request_parts: protocol::RequestParts,
+    /// Buffers the test dropped, in quarantine as of the last call's start:
+    /// a crash report names the one a fault address lies in (`crash`).
+    pub(super) dropped: Vec<Dropped>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -138,6 +141,7 @@ pub(crate) fn supervise(
         watching: None,
         sig_actions: HashMap::new(),
         sig_actions_known: false,
+        dropped: Vec::new(),
         request_parts: protocol::RequestParts::default(),
     };
     sup.run()
@@ -383,6 +387,7 @@ impl Supervisor {
 
     fn begin_call_state(&mut self, start: protocol::StartCall) {
         self.note_signal_state(start.tid);
+        self.dropped = start.dropped;
         self.call = Some(Call::new(
             start.tid,
             start.test,

@@ -34,11 +34,12 @@ impl Supervisor {
         let during = during(self.call.as_ref());
         let what = describe_cause(signal, info);
         let accesses = self.accesses_so_far();
+        let dropped = self.dropped_buffer_at(signal, info);
         report(format_args!(
             "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
              rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
              r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
-             rip={:#x} eflags={:#x}{accesses}",
+             rip={:#x} eflags={:#x}{dropped}{accesses}",
             signal_name(signal),
             regs.rax,
             regs.rbx,
@@ -59,6 +60,39 @@ impl Supervisor {
             regs.rip,
             regs.eflags
         ));
+    }
+}
+
+impl Supervisor {
+    /// For a fault on a page of a dropped buffer (in quarantine), a line
+    /// naming it: native code kept a pointer to memory the test freed.
+    fn dropped_buffer_at(&self, signal: c_int, info: &libc::siginfo_t) -> String {
+        if signal != libc::SIGSEGV || info.si_code <= 0 {
+            return String::new();
+        }
+        // SAFETY: for a kernel-sent SIGSEGV, si_addr is the valid union member.
+        let addr = unsafe { info.si_addr() } as u64;
+        let Some(d) = self
+            .dropped
+            .iter()
+            .rev()
+            .find(|d| addr >= d.span_start && addr < d.span_start + d.span_len)
+        else {
+            return String::new();
+        };
+        let offset = addr as i128 - d.start as i128;
+        let made = d
+            .made_at
+            .as_ref()
+            .map_or(String::new(), |m| format!(" (made at {m})"));
+        format!(
+            "\n  the address is {}{offset:#x} in buffer `{}`{made}, {} bytes, which the test \
+             dropped before this call: native code kept a pointer to it (use after drop)",
+            if offset < 0 { "-" } else { "+" },
+            d.name,
+            d.len,
+            offset = offset.unsigned_abs(),
+        )
     }
 }
 

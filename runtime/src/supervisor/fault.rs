@@ -70,6 +70,7 @@ impl Supervisor {
         // The bytes each operand reads, read once: for the record and for an
         // emulated load.
         let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.before.len());
+        let first_new = self.call.as_ref().map_or(0, |c| c.accesses.len());
         for op in &plan.before {
             let read = op
                 .kinds
@@ -81,6 +82,7 @@ impl Supervisor {
             }
             before.push(read);
         }
+        self.note_callers_of_out_of_bounds(first_new, &regs);
         if plan.after.is_none()
             && let ([op], [read]) = (plan.before.as_slice(), before.as_slice())
             && self.execute_emulated(tid, &decoded, op, read.as_deref(), regs, pending_before)

@@ -18,6 +18,7 @@
 //! - `threads`: stopping a call's other threads while pages are open;
 //! - `late`: threads that outlive their call;
 //! - `forks`: processes the test process forks;
+//! - `backtrace`: a thread's callers, where frame pointers allow;
 //! - `crash`: explaining a crash of native code;
 //! - `postmortem`: the death of a call's thread, and the timeout report
 //!   (where every thread is) the runner asks for;
@@ -25,6 +26,7 @@
 //! - `report`: messages on stderr and the supervisor's exit;
 //! - `ptrace`: counted ptrace requests and `waitid`.
 
+mod backtrace;
 mod call;
 mod cause;
 mod core;

@@ -148,6 +148,14 @@ impl Supervisor {
             },
             _ => String::new(),
         };
-        format!("thread {tid}{role} at {place}: {text}{in_syscall}")
+        let callers: String = self
+            .callers(&regs)
+            .into_iter()
+            .map(|ret| {
+                let at = symbolize_in(self.child, ret).unwrap_or_else(|| format!("{ret:#x}"));
+                format!("\n      called from {at}")
+            })
+            .collect();
+        format!("thread {tid}{role} at {place}: {text}{in_syscall}{callers}")
     }
 }

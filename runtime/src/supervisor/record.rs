@@ -101,7 +101,39 @@ impl Supervisor {
                 ip: origin.ip,
                 insn: origin.insn.to_owned(),
                 syscall: origin.syscall.map(str::to_owned),
+                callers: Vec::new(),
             });
+        }
+    }
+
+    /// Attaches the native caller chain (see `backtrace`) to the accesses
+    /// recorded since index `first` that fall outside their region.
+    pub(super) fn note_callers_of_out_of_bounds(&mut self, first: usize, regs: &user_regs_struct) {
+        let Some(call) = &self.call else { return };
+        let out_of_bounds: Vec<usize> = call
+            .accesses
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(_, a)| {
+                a.region
+                    .and_then(|id| call.regions.iter().find(|r| r.id == id))
+                    .is_some_and(|r| {
+                        a.offset < 0 || a.offset as i128 + a.len as i128 > r.len as i128
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if out_of_bounds.is_empty() {
+            return;
+        }
+        let callers = self.callers(regs);
+        if let Some(call) = &mut self.call {
+            for i in out_of_bounds {
+                if let Some(a) = call.accesses.get_mut(i) {
+                    a.callers.clone_from(&callers);
+                }
+            }
         }
     }
 

@@ -492,5 +492,14 @@ fn offending(trace: &Trace, accesses: &[&Access], out: &mut String) {
         if let Some(source) = source_location(a.ip) {
             let _ = writeln!(out, "                source: {source}");
         }
+        for ret in &a.callers {
+            // The call instruction is just before the return address.
+            let site = source_location(ret - 1).map_or(String::new(), |s| format!(" ({s})"));
+            let _ = writeln!(
+                out,
+                "                called from {}{site}",
+                describe_ip(*ret)
+            );
+        }
     }
 }

@@ -61,6 +61,23 @@ pub struct RegionDesc {
     pub fields: Vec<Field>,
 }
 
+/// A buffer that was dropped and whose span is in quarantine: kept
+/// `PROT_NONE` and not reused for a while, so that native code that kept a
+/// pointer to it faults, and the fault can name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// The buffer's name.
+    pub name: String,
+    /// Where the buffer was made (`file:line`), if known.
+    pub made_at: Option<String>,
+    /// Address of its first byte, and its length.
+    pub start: u64,
+    pub len: u64,
+    /// Its whole span (guard pages included).
+    pub span_start: u64,
+    pub span_len: u64,
+}
+
 /// One named field of a region's value: `inner.level` at bytes
 /// `offset..offset + len`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +163,11 @@ pub struct Access {
     /// `buf` of `read(fd, buf, n)`), the call's name; `None` for an access
     /// made by an instruction. `ip` is then the `syscall` instruction.
     pub syscall: Option<String>,
+    /// For an access out of its region's bounds: the return addresses of the
+    /// native callers of the function that made it, innermost first, as far
+    /// as frame pointers allow (often only the first caller, or none, in
+    /// code built without them). Empty for other accesses.
+    pub callers: Vec<u64>,
 }
 
 impl Access {

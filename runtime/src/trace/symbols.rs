@@ -114,6 +114,19 @@ fn file_vaddr(path: &Path, file_off: u64) -> Option<u64> {
 }
 
 fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
+    let (name, off) = symbol_with(maps_path, ip)?;
+    Some(format!("{name}+{off:#x}"))
+}
+
+/// The offset of `ip` into the function symbol that covers it, in process
+/// `pid`.
+pub(crate) fn symbol_offset_in(pid: libc::pid_t, ip: u64) -> Option<u64> {
+    symbol_with(&format!("/proc/{pid}/maps"), ip).map(|(_, off)| off)
+}
+
+/// The demangled name of the function symbol covering `ip` and the offset
+/// of `ip` in it.
+fn symbol_with(maps_path: &str, ip: u64) -> Option<(String, u64)> {
     let (start, offset, path) = mapping_of(maps_path, ip)?;
     let vaddr = file_vaddr(&path, ip - start + offset)?;
     let cache = cache()
@@ -128,7 +141,7 @@ fn symbolize_with(maps_path: &str, ip: u64) -> Option<String> {
     if *size != 0 && vaddr >= addr + size {
         return None;
     }
-    Some(format!("{}+{:#x}", demangle(name), vaddr - addr))
+    Some((demangle(name), vaddr - addr))
 }
 
 /// A symbol as a person reads it: Rust (legacy and v0 manglings, without

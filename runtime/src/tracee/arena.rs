@@ -11,13 +11,14 @@
 //! including one byte before the start or past the end, faults and is
 //! recorded with its offset relative to the buffer.
 
+use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use super::error::AllocError;
 use crate::layout::{PAGE_SIZE, RESERVATION_SIZE, page_ceil};
-use crate::trace::event::{RegionDesc, RegionId, RegionKind};
+use crate::trace::event::{Dropped, RegionDesc, RegionId, RegionKind};
 
 /// The address range every buffer of a traced process is carved from:
 /// reserved (`PROT_NONE`, no memory committed) before the fork and aligned
@@ -29,7 +30,17 @@ struct Reservation {
     next: u64,
     /// Returned spans `(start, len)`, reused first-fit.
     free: Vec<(u64, u64)>,
+    /// Spans of dropped buffers, oldest first: `PROT_NONE` and not reused
+    /// until they leave the quarantine (see [`QUARANTINE_BYTES`]).
+    quarantine: VecDeque<Dropped>,
+    /// Bytes of span in `quarantine`.
+    quarantined: u64,
 }
+
+/// At most this many bytes of dropped spans stay in quarantine (no memory
+/// is committed: they are `PROT_NONE`, `MAP_NORESERVE`); the oldest leave
+/// first, as in AddressSanitizer's quarantine (256 MiB by default).
+const QUARANTINE_BYTES: u64 = 256 << 20;
 
 static RESERVATION: Mutex<Option<Reservation>> = Mutex::new(None);
 
@@ -101,6 +112,8 @@ pub(crate) fn reserve() -> io::Result<u64> {
         start,
         next: start,
         free: Vec::new(),
+        quarantine: VecDeque::new(),
+        quarantined: 0,
     });
     Ok(start)
 }
@@ -132,8 +145,17 @@ fn take(len: u64) -> Option<u64> {
     Some(s)
 }
 
-/// Returns a span to the reservation; true if it was part of it.
-fn give_back(start: u64, len: u64) -> bool {
+/// The buffers dropped recently whose spans are still in quarantine.
+pub(crate) fn quarantined() -> Vec<Dropped> {
+    reservation()
+        .as_ref()
+        .map(|r| r.quarantine.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Returns a span to the reservation (through the quarantine when `dropped`
+/// describes the buffer it held); true if it was part of it.
+fn give_back_after(dropped: Option<Dropped>, start: u64, len: u64) -> bool {
     let mut guard = reservation();
     let Some(r) = guard.as_mut() else {
         return false;
@@ -141,6 +163,33 @@ fn give_back(start: u64, len: u64) -> bool {
     if start < r.start || start + len > r.start + RESERVATION_SIZE {
         return false;
     }
+    if let Some(d) = dropped {
+        if remap_none(start, len) {
+            r.quarantined += len;
+            r.quarantine.push_back(d);
+        }
+        while r.quarantined > QUARANTINE_BYTES
+            && let Some(old) = r.quarantine.pop_front()
+        {
+            r.quarantined -= old.span_len;
+            r.free.push((old.span_start, old.span_len));
+        }
+        return true;
+    }
+    if remap_none(start, len) {
+        r.free.push((start, len));
+    }
+    true
+}
+
+/// Returns a span to the reservation at once; true if it was part of it.
+fn give_back(start: u64, len: u64) -> bool {
+    give_back_after(None, start, len)
+}
+
+/// Maps fresh `PROT_NONE` memory over a span of the reservation (its pages
+/// are freed); false if the kernel refused.
+fn remap_none(start: u64, len: u64) -> bool {
     // SAFETY: the span is ours (it was taken from the reservation by `new`)
     // and nothing references it any more: it becomes a reserved hole again.
     let p = unsafe {
@@ -153,10 +202,7 @@ fn give_back(start: u64, len: u64) -> bool {
             0,
         )
     };
-    if p != libc::MAP_FAILED {
-        r.free.push((start, len));
-    }
-    true
+    p != libc::MAP_FAILED
 }
 
 /// One guarded mapping holding one buffer. Unmapped on drop.
@@ -166,6 +212,9 @@ pub struct GuardedMapping {
     span_len: usize,
     start: NonNull<u8>,
     len: usize,
+    /// The buffer's name and where it was made, for the quarantine.
+    name: String,
+    made_at: Option<String>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; moving it between
@@ -245,7 +294,16 @@ impl GuardedMapping {
             start: NonNull::new(start)
                 .ok_or_else(|| err(io::Error::other("mmap returned null")))?,
             len,
+            name: name.to_owned(),
+            made_at: None,
         })
+    }
+
+    /// Records where the buffer was made (`file:line`): a fault on it
+    /// after it is dropped names the place.
+    pub fn made_at(mut self, site: String) -> Self {
+        self.made_at = Some(site);
+        self
     }
 
     /// The buffer's first byte.
@@ -289,8 +347,21 @@ impl GuardedMapping {
 }
 
 impl Drop for GuardedMapping {
+    /// Puts the span in quarantine: `PROT_NONE` and not reused for a while.
     fn drop(&mut self) {
-        if give_back(self.base.as_ptr() as u64, self.span_len as u64) {
+        let dropped = Dropped {
+            name: std::mem::take(&mut self.name),
+            made_at: self.made_at.take(),
+            start: self.start.as_ptr() as u64,
+            len: self.len as u64,
+            span_start: self.base.as_ptr() as u64,
+            span_len: self.span_len as u64,
+        };
+        if give_back_after(
+            Some(dropped),
+            self.base.as_ptr() as u64,
+            self.span_len as u64,
+        ) {
             return;
         }
         // SAFETY: the mapping was made by `new` and is unmapped only here.

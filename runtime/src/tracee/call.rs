@@ -70,6 +70,7 @@ pub fn begin_call(
         test: test.to_owned(),
         call: call.to_owned(),
         regions,
+        dropped: super::arena::quarantined(),
     };
     let mut active = ActiveCall {
         guard: None,
