@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::os::fd::{FromRawFd, RawFd};
 
 use crate::registry::{TESTS, TestDesc};
-use crate::run::{PanicText, run_test, start_tracing};
 use crate::runner::{RESULT_FD_ENV, RUN_ONE_ENV, VERDICT_FAILED, VERDICT_OK};
+use crate::test::{PanicText, run_test, start_tracing};
 
 /// What the runner told this child process.
 pub(crate) struct Assignment {

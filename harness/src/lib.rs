@@ -40,15 +40,18 @@
 //! test binary itself: registrations in a library crate the binary never
 //! references are dropped by the linker.
 
+mod buffer;
 mod isolated;
 mod registry;
 mod run;
 mod runner;
+mod test;
 mod timeout;
 mod trace_file;
 mod tracer;
 mod typed;
 
+pub use buffer::Buffer;
 pub use run::IN_PROCESS_ENV;
 pub use timeout::{DEFAULT_TIMEOUT, TIMEOUT_ENV, TimeoutEnvError};
 pub use trace_file::SCHEMA_VERSION as TRACE_FILE_SCHEMA_VERSION;
@@ -58,7 +61,7 @@ pub use traced_ffi_runtime::{
     RegionDesc, RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
     describe_ip, source_location, symbolize,
 };
-pub use tracer::{Buffer, Tracer, Tracked};
+pub use tracer::{Tracer, Tracked};
 pub use typed::{Fields, Typed, TypedSlice};
 
 /// Forks the supervisor, for programs that do not use [`main!`] (examples,

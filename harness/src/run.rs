@@ -4,15 +4,13 @@
 //! to (`cargo nextest run` already starts one process per test, and
 //! [`IN_PROCESS_ENV`]).
 
-use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::Tracer;
-use crate::registry::{ShouldPanic, TESTS, TestDesc};
+use crate::registry::{TESTS, TestDesc};
 use crate::runner::{self, Capture};
+use crate::test::{PanicText, run_test, start_tracing};
 use crate::timeout::{self, Limit};
 
 /// Set to `1`, the tests run in this process, under one supervisor, as
@@ -65,21 +63,6 @@ pub fn main() -> ! {
     match mode(&args) {
         Mode::InProcess => run_in_process(&args, &tests),
         Mode::ProcessPerTest => run_process_per_test(&args, &tests),
-    }
-}
-
-/// Starts the supervisor (this process goes on as the traced test process)
-/// and says why tracing is unavailable if it is.
-pub(crate) fn start_tracing() {
-    match traced_ffi_runtime::launch() {
-        Ok(traced_ffi_runtime::Launched::Traced) => {}
-        Ok(traced_ffi_runtime::Launched::Untraced(reason)) => {
-            eprintln!("traced-ffi: tests run untraced; traced calls will fail: {reason}");
-        }
-        Err(e) => {
-            eprintln!("traced-ffi: failed to {e}; traced calls will fail");
-            traced_ffi_runtime::run_untraced(&e.to_string());
-        }
     }
 }
 
@@ -202,74 +185,4 @@ fn trial(desc: &'static TestDesc) -> Trial {
         run_test(desc, PanicText::InMessage).map_err(Failed::from)
     })
     .with_ignored_flag(desc.ignore)
-}
-
-/// Where a failing test's panic message is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PanicText {
-    /// In the failure message (in-process mode, where output is not captured).
-    InMessage,
-    /// Only in the test's output, where the panic hook printed it (process
-    /// per test: the output is part of the failure).
-    InOutput,
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic payload that is not a string)".to_owned()
-    }
-}
-
-pub(crate) fn run_test(desc: &'static TestDesc, panic_text: PanicText) -> Result<(), String> {
-    let name = desc.full_name();
-    let mut tracer = Tracer::new(name.clone());
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| (desc.run)(&mut tracer)));
-    let at = format!("{}:{}", desc.file, desc.line);
-    let result = judge(&name, &at, outcome, desc.should_panic, panic_text);
-    match (result, tracer.trace_files()) {
-        (Err(message), files) if !files.is_empty() => {
-            let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            Err(format!("{message}\ntrace files: {}", list.join(", ")))
-        }
-        (result, _) => result,
-    }
-}
-
-/// The outcome of a test against what it expects.
-fn judge(
-    name: &str,
-    at: &str,
-    outcome: std::thread::Result<Result<(), String>>,
-    should_panic: ShouldPanic,
-    panic_text: PanicText,
-) -> Result<(), String> {
-    match (outcome, should_panic) {
-        (Ok(Ok(())), ShouldPanic::No) => Ok(()),
-        (Ok(Err(msg)), ShouldPanic::No) => Err(format!("test `{name}` ({at}) failed: {msg}")),
-        (Err(p), ShouldPanic::No) => Err(match panic_text {
-            PanicText::InMessage => {
-                format!("test `{name}` ({at}) panicked: {}", panic_message(&*p))
-            }
-            PanicText::InOutput => format!("test `{name}` ({at}) panicked (see above)"),
-        }),
-        (Ok(_), ShouldPanic::Yes | ShouldPanic::WithMessage(_)) => {
-            Err(format!("test `{name}` ({at}) did not panic as expected"))
-        }
-        (Err(_), ShouldPanic::Yes) => Ok(()),
-        (Err(p), ShouldPanic::WithMessage(expected)) => {
-            let msg = panic_message(&*p);
-            if msg.contains(expected) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "test `{name}` ({at}) panicked, but the message does not contain the expected text\n  \
-                     panic message: {msg:?}\n  expected substring: {expected:?}"
-                ))
-            }
-        }
-    }
 }

@@ -2,11 +2,11 @@
 //! [`Tracked`] ranges.
 
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::buffer::{Buffer, BufferInner};
 use crate::typed::{Fields, Typed, TypedSlice};
 use traced_ffi_runtime::{
     AllocError, CallError, Field, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc,
@@ -18,85 +18,6 @@ static NEXT_REGION: AtomicU32 = AtomicU32::new(1);
 
 fn next_region_id() -> RegionId {
     RegionId(NEXT_REGION.fetch_add(1, Ordering::Relaxed))
-}
-
-#[derive(Debug)]
-struct BufferInner {
-    id: RegionId,
-    name: String,
-    map: GuardedMapping,
-    /// Named fields of the value it holds (typed buffers).
-    fields: Vec<Field>,
-}
-
-/// A zeroed buffer on its own pages: its last byte sits against a guard
-/// page and the bytes before its first byte are redzone. During a traced
-/// call every access to it (out-of-bounds ones included) is recorded;
-/// outside calls it is ordinary memory.
-///
-/// A `Buffer` is an owned value: it does not borrow the [`Tracer`].
-///
-/// ```no_run
-/// # fn demo(t: &mut traced_ffi::Tracer) {
-/// let mut buf = t.buffer("out", 16);
-/// buf[0] = 7;
-/// assert_eq!(buf.len(), 16);
-/// let p: *mut u8 = buf.as_mut_ptr();
-/// # let _ = p; }
-/// ```
-#[derive(Debug)]
-pub struct Buffer {
-    inner: Arc<BufferInner>,
-}
-
-impl Buffer {
-    /// The buffer's first byte.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.inner.map.as_ptr()
-    }
-
-    /// The buffer's first byte, for native code to write through.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.inner.map.as_ptr()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.inner.map.len()
-    }
-
-    /// True for a zero-length buffer.
-    pub fn is_empty(&self) -> bool {
-        self.inner.map.is_empty()
-    }
-
-    /// The name the test gave the buffer.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-}
-
-impl Region for Buffer {
-    fn region_id(&self) -> RegionId {
-        self.inner.id
-    }
-}
-
-impl Deref for Buffer {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the mapping holds `len` initialised (zeroed, then written)
-        // bytes, read-write outside traced calls, alive as long as `inner`.
-        unsafe { std::slice::from_raw_parts(self.inner.map.as_ptr(), self.len()) }
-    }
-}
-
-impl DerefMut for Buffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference
-        // handed out (the Tracer keeps only a weak handle to the mapping).
-        unsafe { std::slice::from_raw_parts_mut(self.inner.map.as_ptr(), self.len()) }
-    }
 }
 
 /// Memory the test did not get from the arena, tracked during calls.

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 
 use traced_ffi_runtime::{Field, Region, RegionId};
 
-use crate::tracer::Buffer;
+use crate::buffer::Buffer;
 
 /// The field layout of a plain-old-data type, for traces that name fields
 /// (`cfg.level`) and for [`Trace::unwritten_fields`](crate::Trace::unwritten_fields).
