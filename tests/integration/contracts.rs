@@ -227,3 +227,69 @@ fn out_of_bounds_write_lists_its_native_caller_where_frame_pointers_allow(t: &mu
         "{msg}"
     );
 }
+
+#[traced_ffi]
+fn reads_exactly_fails_on_a_read_before_the_start(t: &mut Tracer) {
+    let input = t.buffer_from("in", &[1, 2, 3]);
+    // SAFETY: in[-1] is the buffer's redzone; in[0..3] is readable.
+    let (_, trace) = t.call(|| unsafe { (O2.sum_from_minus_one)(input.as_ptr(), 3) });
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&input).reads_exactly(0..3);
+    });
+    insta::assert_snapshot!("reads_exactly_read_before_start", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn reads_each_byte_at_most_once_fails_when_the_input_is_read_twice(t: &mut Tracer) {
+    let input = t.buffer_from("in", &[1, 2]);
+    // SAFETY: `input` holds 2 bytes; both calls only read them.
+    let (_, trace) =
+        t.call(|| unsafe { (O2.sum_bytes)(input.as_ptr(), 2) + (O2.sum_bytes)(input.as_ptr(), 2) });
+    let _ = trace
+        .expect(&input)
+        .reads_exactly(0..2)
+        .reads_each_byte_at_most(2);
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&input).reads_each_byte_at_most(1);
+    });
+    insta::assert_snapshot!("reads_each_byte_at_most_once", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn writes_nothing_fails_on_an_input_the_code_writes(t: &mut Tracer) {
+    let (out, trace) = fill(t, 2, 2, false);
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&out).writes_nothing();
+    });
+    insta::assert_snapshot!("writes_nothing_written", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn stays_in_bounds_fails_on_a_write_past_the_end(t: &mut Tracer) {
+    let (out, trace) = fill(t, 3, 3, true);
+    let msg = panic_message_of(|| {
+        let _ = trace.expect(&out).stays_in_bounds();
+    });
+    insta::assert_snapshot!("stays_in_bounds_past_the_end", redact_offsets(&msg));
+}
+
+#[traced_ffi]
+fn code_without_debug_info_has_no_source_location_and_its_rows_show_symbol_only(t: &mut Tracer) {
+    let mut out = t.buffer("out", 8);
+    let memset = std::hint::black_box(libc::memset);
+    // SAFETY: `out` holds 8 bytes.
+    let (_, trace) = t.call(|| unsafe { memset(out.as_mut_ptr().cast(), 7, 8) });
+    let _ = trace.expect(&out).writes_exactly(0..8);
+    let first = &trace.accesses()[0];
+    // Debian's libc has a symbol table but no DWARF (unless libc6-dbg is installed
+    // and found through a debug link, which this machine does not have).
+    assert_eq!(traced_ffi::source_location(first.ip), None, "\n{trace}");
+    assert!(
+        !trace.to_string().contains("  @ "),
+        "no source column without debug info\n{trace}"
+    );
+    assert!(
+        !first.insn.is_empty(),
+        "the instruction is still shown\n{trace}"
+    );
+}
