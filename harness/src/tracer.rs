@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::typed::{Fields, Typed, TypedSlice};
+use std::collections::BTreeMap;
+
 use traced_ffi_runtime::{
-    AllocError, CallError, Field, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc,
-    RegionId, RegionKind, Trace, page_floor, page_protection,
+    AllocError, AllocFn, AllocTracing, Allocation, CallError, Field, GuardedMapping, PAGE_SIZE,
+    Protection, Region, RegionDesc, RegionId, RegionKind, Trace, describe_ip, page_floor,
+    page_protection, source_location,
 };
 
 /// Region ids are unique within the process.
@@ -153,6 +156,13 @@ pub struct Tracer {
     test: String,
     entries: Vec<Entry>,
     allow_unsupported: bool,
+    /// Whether a free of a buffer (or tracked memory) fails the call.
+    allow_foreign_free: bool,
+    /// Whether calls record the allocator's calls.
+    trace_allocations: bool,
+    /// Blocks native code allocated in this test's calls and has not freed
+    /// (as far as the calls saw), by address.
+    live: BTreeMap<u64, Allocation>,
     /// Traced calls made so far.
     calls: usize,
     /// Trace files written for this test (see `TRACED_FFI_TRACE_DIR`).
@@ -166,6 +176,9 @@ impl Tracer {
             test: test.into(),
             entries: Vec::new(),
             allow_unsupported: false,
+            allow_foreign_free: false,
+            trace_allocations: true,
+            live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
         }
@@ -356,6 +369,29 @@ impl Tracer {
         self.allow_unsupported = allow;
     }
 
+    /// Lets calls in which native code freed (or reallocated) a buffer or
+    /// tracked memory return normally instead of failing the test. The free
+    /// is still not executed, and is listed in
+    /// [`Trace::foreign_frees`](traced_ffi_runtime::Trace::foreign_frees).
+    pub fn allow_foreign_free(&mut self, allow: bool) {
+        self.allow_foreign_free = allow;
+    }
+
+    /// Whether calls record the allocator calls native code makes (on by
+    /// default). Off, `malloc`/`free` cost nothing extra, frees of buffers
+    /// are not caught, and [`Trace::allocations`] is empty.
+    pub fn trace_allocations(&mut self, on: bool) {
+        self.trace_allocations = on;
+    }
+
+    /// The blocks native code allocated in this test's calls and that no
+    /// later call freed, in address order: after a `create()`/`destroy()`
+    /// pair, empty. Blocks allocated before the test's first call, or by
+    /// Rust code outside calls, are never listed (their frees are ignored).
+    pub fn live_allocations(&self) -> Vec<Allocation> {
+        self.live.values().cloned().collect()
+    }
+
     /// Runs `f` (the native call) with every live buffer and tracked range
     /// protected, and returns its result with the ordered accesses it made.
     ///
@@ -366,12 +402,32 @@ impl Tracer {
     /// same thread fails at once, naming where that call started), if `f`
     /// panics (after the pages are restored), or
     /// if the trace has unsupported instructions and
-    /// [`Tracer::allow_unsupported`] was not set.
+    /// [`Tracer::allow_unsupported`] was not set, or if native code freed a
+    /// buffer or tracked memory (not executed) and
+    /// [`Tracer::allow_foreign_free`] was not set.
+    ///
+    /// The allocator calls made inside `f` are recorded
+    /// ([`Trace::allocations`](traced_ffi_runtime::Trace::allocations)):
+    /// native code's, and those of any Rust code `f` runs besides the native
+    /// call (keep `f` to the call itself).
     #[track_caller]
     pub fn call<R>(&mut self, f: impl FnOnce() -> R) -> (R, Trace) {
         let caller = Location::caller();
         match self.call_at(caller, f) {
             Ok((r, trace)) => {
+                if !self.allow_foreign_free
+                    && let Some(first) = trace.foreign_frees().first()
+                {
+                    panic!(
+                        "test `{}`: traced call at {}:{}: {}; the `{}` was not executed\n{trace}\n\
+                         hint: call `t.allow_foreign_free(true)` if the test means it",
+                        self.test,
+                        caller.file(),
+                        caller.line(),
+                        foreign_free_message(first),
+                        first.function,
+                    );
+                }
                 if !self.allow_unsupported && trace.is_incomplete() {
                     panic!(
                         "test `{}`: traced call at {}:{}: {} instruction(s) and {} system \
@@ -430,7 +486,11 @@ impl Tracer {
                 }
             }
         }
-        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore)?;
+        let alloc = AllocTracing {
+            enabled: self.trace_allocations,
+            native_blocks: self.live.keys().copied().collect(),
+        };
+        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore, alloc)?;
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let trace = active.end();
         drop(alive);
@@ -438,6 +498,7 @@ impl Tracer {
             Ok(r) => {
                 let trace = trace?;
                 self.calls += 1;
+                self.follow_allocations(&trace);
                 if let Some(dir) = crate::trace_file::trace_dir() {
                     match crate::trace_file::write(&dir, &self.test, self.calls, &call, &trace) {
                         Ok(path) => self.trace_files.push(path),
@@ -454,6 +515,38 @@ impl Tracer {
             Err(payload) => panic::resume_unwind(payload),
         }
     }
+}
+
+impl Tracer {
+    /// Updates the test's live blocks with one call's allocator calls.
+    fn follow_allocations(&mut self, trace: &Trace) {
+        for a in trace.allocations() {
+            if let Some(p) = a.released() {
+                self.live.remove(&p);
+            }
+            if a.allocated() {
+                self.live.insert(a.result, a.clone());
+            }
+        }
+    }
+}
+
+/// `native code freed buffer `out` (offset 0) at free_it+0x4 (c/alloc.c:9)`.
+fn foreign_free_message(a: &Allocation) -> String {
+    let verb = match a.function {
+        AllocFn::Free => "freed",
+        _ => "reallocated",
+    };
+    let (what, name, offset) = match &a.foreign {
+        Some(f) if f.buffer => ("buffer", f.name.as_str(), f.offset),
+        Some(f) => ("tracked range", f.name.as_str(), f.offset),
+        None => ("memory", "?", 0),
+    };
+    let mut site = describe_ip(a.site);
+    if let Some(source) = source_location(a.site) {
+        site.push_str(&format!(" ({source})"));
+    }
+    format!("native code {verb} {what} `{name}` (offset {offset}) at {site}")
 }
 
 /// `error: cause: cause` on one line.
