@@ -10,6 +10,8 @@ use traced_ffi::{
 };
 use traced_ffi_fixtures::alloc::{self, site_line};
 
+use crate::contracts::panic_message_of;
+
 /// Checks that `a` was called from `function` on the line of `c/alloc.c` marked
 /// `marker`.
 #[track_caller]
@@ -384,4 +386,77 @@ fn allocation_tracing_can_be_turned_off(t: &mut Tracer) {
     assert_eq!(r, 0);
     assert!(trace.allocations().is_empty());
     assert_eq!(trace.stats().allocator_stops, 0);
+}
+
+#[traced_ffi]
+fn allocation_contracts_hold_on_a_call_that_frees_what_it_allocates(t: &mut Tracer) {
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 16) });
+    trace.expect_frees_everything_it_allocates();
+    trace.expect_never_frees_given_memory();
+    let message = panic_message_of(|| trace.expect_allocates_nothing());
+    let expected = format!(
+        "contract failed: allocates nothing\n  1 allocation(s):\n    malloc(16) = {:#x} at \
+         alloc_malloc_free+0x",
+        trace.allocations()[0].result
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        message.contains(&format!("c/alloc.c:{}", site_line("malloc_free.malloc"))),
+        "{message}"
+    );
+
+    let ((), trace) = t.call(|| ());
+    trace.expect_allocates_nothing();
+    trace.expect_frees_everything_it_allocates();
+    trace.expect_never_frees_given_memory();
+}
+
+#[traced_ffi]
+fn frees_everything_it_allocates_lists_the_leaked_block_with_size_and_site(t: &mut Tracer) {
+    // SAFETY: leaks 40 bytes (freed below).
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_leak_one(40) });
+    let leaked = trace.unfreed()[0].result;
+    let message = panic_message_of(|| trace.expect_frees_everything_it_allocates());
+    let expected = format!(
+        "contract failed: frees everything it allocates\n  1 block(s), 40 byte(s), allocated and \
+         not freed by the end of the call:\n    malloc(40) = {leaked:#x} at alloc_leak_one+0x"
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        message.contains(&format!("c/alloc.c:{}", site_line("leak.kept"))),
+        "{message}"
+    );
+    trace.expect_never_frees_given_memory();
+    // SAFETY: the leaked block came from malloc.
+    unsafe { alloc::c_free(leaked as *mut c_void) };
+}
+
+#[traced_ffi]
+fn never_frees_given_memory_names_a_free_of_a_block_from_an_earlier_call(t: &mut Tracer) {
+    let s = t.buffer_from("s", b"xy\0");
+    // SAFETY: s is NUL-terminated.
+    let (p, _) = t.call(|| unsafe { alloc::alloc_strdup(s.as_ptr().cast()) });
+    // SAFETY: p came from strdup.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(p.cast()) });
+    trace.expect_allocates_nothing();
+    trace.expect_frees_everything_it_allocates();
+    let message = panic_message_of(|| trace.expect_never_frees_given_memory());
+    let expected = format!(
+        "contract failed: never frees memory it was given\n  1 call(s) released memory not \
+         allocated in this call:\n    free({:#x}) at alloc_free+0x",
+        p as u64
+    );
+    assert!(message.starts_with(&expected), "{message}");
+
+    t.allow_foreign_free(true);
+    let mut out = t.buffer("out", 8);
+    // SAFETY: not safe on purpose: frees a buffer; refused.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(out.as_mut_ptr().cast()) });
+    let message = panic_message_of(|| trace.expect_never_frees_given_memory());
+    assert!(
+        message.contains("<- NOT EXECUTED: frees buffer `out` (offset 0)"),
+        "{message}"
+    );
 }
