@@ -5,9 +5,10 @@
 //! copies each entry's first instruction into a trampoline in the stub
 //! area's last page (re-encoded there if RIP-relative, followed by a jump
 //! to the entry's second instruction). For the call's duration it writes
-//! `int3` over each entry's first byte (through `/proc/PID/mem`) and puts
-//! the bytes back when the call ends, so a call that allocates nothing pays
-//! two small writes per entry point and no stop.
+//! `int3` over each entry's first byte (through `/proc/PID/mem`: one write
+//! per stretch of code holding entries, one for glibc's) and puts the bytes
+//! back when the call ends, so a call that allocates nothing pays two
+//! writes and no stop.
 //!
 //! At an entry's trap (rip = entry + 1), for a thread of the call that is
 //! not already inside an allocator call:
@@ -34,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use libc::{pid_t, user_regs_struct};
 
 use super::core::Supervisor;
-use super::heap::Entry;
+use super::heap::{Entry, Span};
 use super::report::report;
 use super::thread::PendingReturn;
 use crate::decode::insn;
@@ -72,43 +73,42 @@ impl Supervisor {
                 Ok(trampoline) => Entry {
                     function,
                     addr,
-                    original: trampoline.1,
-                    trampoline: Some(trampoline.0),
+                    trampoline: Some(trampoline),
                 },
                 Err(why) => {
                     problems.push(format!("calls of `{function}` are not recorded: {why}"));
                     Entry {
                         function,
                         addr,
-                        original: 0,
                         trampoline: None,
                     }
                 }
             };
             self.heap.entries.push(entry);
         }
-        let mut armed: Vec<(u64, u8)> = Vec::new();
-        let mut failed = None;
-        for e in self.heap.entries.iter().filter(|e| e.trampoline.is_some()) {
-            match self.mem.write_at(&[INT3], e.addr) {
-                Ok(1) => armed.push((e.addr, e.original)),
-                Ok(_) => failed = Some(format!("short write at {:#x}", e.addr)),
-                Err(err) => failed = Some(format!("{err} at {:#x}", e.addr)),
+        let armed = self.build_spans().and_then(|()| {
+            let mut written = 0;
+            let result = self.heap.spans.iter().try_for_each(|span| {
+                written += 1;
+                match self.mem.write_at(&span.armed, span.start) {
+                    Ok(n) if n == span.armed.len() => Ok(()),
+                    Ok(_) => Err(format!("short write at {:#x}", span.start)),
+                    Err(err) => Err(format!("{err} at {:#x}", span.start)),
+                }
+            });
+            if result.is_err() {
+                // Never leave a breakpoint behind.
+                for span in &self.heap.spans[..written] {
+                    let _ = self.mem.write_at(&span.original, span.start);
+                }
             }
-            if failed.is_some() {
-                break;
-            }
-        }
-        if let Some(why) = failed {
-            // Never leave a breakpoint behind.
-            for (addr, original) in armed {
-                let _ = self.mem.write_at(&[original], addr);
-            }
-            problems.push(format!(
+            result
+        });
+        match armed {
+            Ok(()) => self.heap.armed = true,
+            Err(why) => problems.push(format!(
                 "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
-            ));
-        } else {
-            self.heap.armed = true;
+            )),
         }
         if let Some(call) = &mut self.call {
             for text in problems {
@@ -124,9 +124,51 @@ impl Supervisor {
         }
     }
 
-    /// Writes the trampoline of the entry at `addr`; returns its address and
-    /// the entry's first byte.
-    fn prepare_entry(&mut self, function: AllocFn, addr: u64) -> Result<(u64, u8), String> {
+    /// Groups the entry points into stretches of code written whole, with
+    /// their bytes as they are now (unarmed), once per set of entries.
+    fn build_spans(&mut self) -> Result<(), String> {
+        /// Entries closer than this share a stretch (glibc's are within 8 KiB).
+        const SPAN_MAX: u64 = 64 * 1024;
+        if self.heap.spans_of == self.heap.entries.len() {
+            return Ok(());
+        }
+        let mut addrs: Vec<u64> = self
+            .heap
+            .entries
+            .iter()
+            .filter(|e| e.trampoline.is_some())
+            .map(|e| e.addr)
+            .collect();
+        addrs.sort_unstable();
+        let mut spans = Vec::new();
+        let mut rest = addrs.as_slice();
+        while let Some(&start) = rest.first() {
+            let n = rest.iter().take_while(|&&a| a - start < SPAN_MAX).count();
+            let (group, after) = rest.split_at(n);
+            rest = after;
+            let end = group.last().map_or(start, |&a| a) + 1;
+            let mut original = vec![0u8; (end - start) as usize];
+            match self.mem.read_at(&mut original, start) {
+                Ok(n) if n == original.len() => {}
+                _ => return Err(format!("cannot read the code at {start:#x}")),
+            }
+            let mut armed = original.clone();
+            for &a in group {
+                armed[(a - start) as usize] = INT3;
+            }
+            spans.push(Span {
+                start,
+                original,
+                armed,
+            });
+        }
+        self.heap.spans = spans;
+        self.heap.spans_of = self.heap.entries.len();
+        Ok(())
+    }
+
+    /// Writes the trampoline of the entry at `addr`; returns its address.
+    fn prepare_entry(&mut self, function: AllocFn, addr: u64) -> Result<u64, String> {
         let mut bytes = [0u8; insn::MAX_INSN_LEN];
         let n = self
             .mem
@@ -169,7 +211,7 @@ impl Supervisor {
         self.mem
             .write_at(&code, at)
             .map_err(|e| format!("cannot write its trampoline: {e}"))?;
-        Ok((at, bytes[0]))
+        Ok(at)
     }
 
     /// At the end of a call (however it ends): puts the allocator's bytes
@@ -177,11 +219,11 @@ impl Supervisor {
     pub(super) fn disarm_allocator(&mut self) -> Vec<Allocation> {
         if self.heap.armed {
             self.heap.armed = false;
-            for e in self.heap.entries.iter().filter(|e| e.trampoline.is_some()) {
-                if let Err(err) = self.mem.write_at(&[e.original], e.addr) {
+            for span in &self.heap.spans {
+                if let Err(err) = self.mem.write_at(&span.original, span.start) {
                     report(format_args!(
-                        "cannot remove the breakpoint of `{}` at {:#x}: {err}",
-                        e.function, e.addr
+                        "cannot remove the allocator's breakpoints at {:#x}: {err}",
+                        span.start
                     ));
                 }
             }

@@ -13,12 +13,21 @@ use crate::trace::alloc::{AllocFn, Allocation};
 pub(super) struct Entry {
     pub(super) function: AllocFn,
     pub(super) addr: u64,
-    /// The byte the breakpoint replaces.
-    pub(super) original: u8,
     /// Where its displaced first instruction runs, followed by a jump back;
     /// `None` if that instruction cannot be displaced (the entry is then
     /// never armed).
     pub(super) trampoline: Option<u64>,
+}
+
+/// A stretch of the allocator's code holding one or more entry points,
+/// written whole (one `pwrite` per stretch and per arming or disarming).
+#[derive(Debug, Clone)]
+pub(super) struct Span {
+    pub(super) start: u64,
+    /// Its bytes as the program has them.
+    pub(super) original: Vec<u8>,
+    /// The same with `int3` on each entry point's first byte.
+    pub(super) armed: Vec<u8>,
 }
 
 /// The allocator's breakpoints.
@@ -28,6 +37,9 @@ pub(super) struct Heap {
     pub(super) entries: Vec<Entry>,
     /// Whether their `int3`s are in place (during a call that records).
     pub(super) armed: bool,
+    /// The code written to arm and disarm them, made for `spans_of` entries.
+    pub(super) spans: Vec<Span>,
+    pub(super) spans_of: usize,
     /// The calling instruction of each return address seen.
     pub(super) sites: HashMap<u64, u64>,
     /// The calls recorded in the call in progress.
