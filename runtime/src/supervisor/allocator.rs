@@ -251,7 +251,10 @@ impl Supervisor {
         let Some(trampoline) = entry.trampoline else {
             return false;
         };
-        if let Some(call) = &mut self.call {
+        let of_call = self.is_call_thread(tid);
+        if let Some(call) = &mut self.call
+            && of_call
+        {
             call.stats.allocator_stops += 1;
         }
         self.restore_signal_state(tid);
@@ -259,7 +262,7 @@ impl Supervisor {
             .threads
             .get(&tid)
             .is_some_and(|t| !t.alloc_returns.is_empty());
-        let in_call = self.heap.armed && !nested && self.is_call_thread(tid);
+        let in_call = self.heap.armed && !nested && of_call;
         let mut slot = [0u8; 8];
         let ret = match self.mem.read_at(&mut slot, regs.rsp) {
             Ok(8) if in_call => Some(u64::from_le_bytes(slot)),
@@ -340,7 +343,9 @@ impl Supervisor {
         else {
             return false;
         };
-        if let Some(call) = &mut self.call {
+        if let Some(call) = &mut self.call
+            && pending.recorded
+        {
             call.stats.allocator_stops += 1;
         }
         self.restore_signal_state(tid);

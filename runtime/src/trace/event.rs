@@ -265,8 +265,9 @@ pub struct Stats {
     /// Times another thread of the call was stopped while one ran an
     /// instruction with protected pages open (multi-threaded calls only).
     pub threads_stopped: u64,
-    /// Stops at the allocator's breakpoints (entries and returns), of every
-    /// thread of the process, during the call.
+    /// Stops of the call's threads at the allocator's breakpoints (entries
+    /// and returns) during the call. Other threads of the process stop there
+    /// too while a call runs (one stop per allocator call, not recorded).
     pub allocator_stops: u64,
 }
 
