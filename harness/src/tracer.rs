@@ -357,6 +357,23 @@ impl Tracer {
         }
     }
 
+    /// Tracks a block native code allocated in an earlier call (from
+    /// [`Trace::allocations`](traced_ffi_runtime::Trace::allocations) or
+    /// [`Tracer::live_allocations`]): its `size` bytes at its address, so a
+    /// later call's accesses to C's own state are recorded. Freeing it in a
+    /// later call is not a foreign free while it is one of this test's live
+    /// blocks.
+    ///
+    /// # Safety
+    /// As [`Tracer::track`]: the block must stay allocated while tracked
+    /// (untrack it before the call that frees it, or in that call's
+    /// aftermath before any other call), and no other thread may touch its
+    /// pages during a call.
+    pub unsafe fn track_allocation(&mut self, name: &str, block: &Allocation) -> Tracked {
+        // SAFETY: the caller's promise, as for `track`.
+        unsafe { self.track(name, block.result as *const u8, block.size as usize) }
+    }
+
     /// Stops tracking a range returned by [`Tracer::track`].
     pub fn untrack(&mut self, tracked: &Tracked) {
         self.entries

@@ -29,6 +29,21 @@ fn assert_site(a: &Allocation, function: &str, marker: &str) {
     );
 }
 
+/// True if `a` lies in the same mapping of this process as `b`.
+fn in_mapping_of(a: u64, b: u64) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines().any(|line| {
+        let range = line.split_whitespace().next().unwrap_or("");
+        let Some((lo, hi)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            return false;
+        };
+        (lo..hi).contains(&a) && (lo..hi).contains(&b)
+    })
+}
+
 fn this_thread() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
@@ -345,10 +360,11 @@ fn a_free_of_tracked_rust_memory_is_refused_but_a_tracked_native_block_may_be_fr
     t.allow_foreign_free(false);
     let s = t.buffer_from("s", b"abc\0");
     // SAFETY: s is NUL-terminated.
-    let (p, _) = t.call(|| unsafe { alloc::alloc_strdup(s.as_ptr().cast()) });
+    let (p, trace) = t.call(|| unsafe { alloc::alloc_strdup(s.as_ptr().cast()) });
     // SAFETY: p holds 4 bytes from strdup, alive until the free below, touched by
     // nothing else meanwhile.
-    let dup = unsafe { t.track("dup", p as *const u8, 4) };
+    let dup = unsafe { t.track_allocation("dup", &trace.allocations()[0]) };
+    assert_eq!((dup.addr(), dup.len()), (p as u64, 4));
     // SAFETY: p came from strdup.
     let ((), trace) = t.call(|| unsafe { alloc::alloc_free(p.cast()) });
     assert!(trace.foreign_frees().is_empty(), "{trace}");
@@ -459,4 +475,61 @@ fn never_frees_given_memory_names_a_free_of_a_block_from_an_earlier_call(t: &mut
         message.contains("<- NOT EXECUTED: frees buffer `out` (offset 0)"),
         "{message}"
     );
+}
+
+#[traced_ffi]
+fn fopen_and_fclose_allocate_and_free_the_file_inside_glibc(t: &mut Tracer) {
+    let path = t.buffer_from("path", b"/proc/self/stat\0");
+    // SAFETY: path is NUL-terminated.
+    let (r, trace) = t.call(|| unsafe { alloc::alloc_fopen_fclose(path.as_ptr().cast()) });
+    assert_eq!(r, 0);
+    let allocs = trace.allocations();
+    assert!(allocs.len() >= 2, "{trace}");
+    let (first, last) = (&allocs[0], &allocs[allocs.len() - 1]);
+    assert_eq!(first.function, AllocFn::Malloc, "{trace}");
+    // Inside libc (its static `__fopen_internal`, which a stripped libc does not
+    // name), not in the fixture.
+    assert!(
+        in_mapping_of(first.site, libc::fopen as *const () as u64),
+        "{}",
+        describe_ip(first.site)
+    );
+    assert_eq!(
+        (last.function, last.ptr),
+        (AllocFn::Free, first.result),
+        "{trace}"
+    );
+    assert!(
+        describe_ip(last.site).contains("fclose"),
+        "{}",
+        describe_ip(last.site)
+    );
+    // The FILE is allocated before the system call that reads the path.
+    assert_eq!(first.after_accesses, 0, "{trace}");
+    assert!(trace.unfreed().is_empty(), "{trace}");
+    trace.expect_frees_everything_it_allocates();
+}
+
+#[traced_ffi]
+fn qsort_on_a_large_array_takes_and_frees_a_temporary_buffer(t: &mut Tracer) {
+    const N: usize = 1000;
+    let mut v: Vec<i32> = (0..N as i32).rev().collect();
+    // SAFETY: v holds N ints.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_qsort_ints(v.as_mut_ptr(), N) });
+    assert!(v.windows(2).all(|w| w[0] <= w[1]));
+    let allocs = trace.allocations();
+    let got: Vec<(AllocFn, u64)> = allocs.iter().map(|a| (a.function, a.size)).collect();
+    assert_eq!(
+        got,
+        [(AllocFn::Malloc, 4 * N as u64), (AllocFn::Free, 0)],
+        "{trace}"
+    );
+    assert_eq!(allocs[1].ptr, allocs[0].result);
+    assert!(
+        describe_ip(allocs[0].site).contains("qsort"),
+        "{}",
+        describe_ip(allocs[0].site)
+    );
+    trace.expect_frees_everything_it_allocates();
+    trace.expect_never_frees_given_memory();
 }
