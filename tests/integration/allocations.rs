@@ -533,3 +533,20 @@ fn qsort_on_a_large_array_takes_and_frees_a_temporary_buffer(t: &mut Tracer) {
     trace.expect_frees_everything_it_allocates();
     trace.expect_never_frees_given_memory();
 }
+
+#[traced_ffi]
+fn a_child_forked_during_a_call_runs_malloc_through_the_breakpoints_unrecorded(t: &mut Tracer) {
+    let mut out = t.buffer("out", 2);
+    // SAFETY: forks; the child only allocates and exits.
+    let (status, trace) = t.call(|| unsafe { alloc::alloc_fork_child_mallocs() });
+    assert_eq!(status, 7, "the child's malloc and free worked\n{trace}");
+    assert!(
+        trace.allocations().iter().all(|a| a.tid == this_thread()),
+        "the child's calls are not the call's\n{trace}"
+    );
+    // The parent's heap works after the fork.
+    // SAFETY: out holds 2 bytes.
+    let (r, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
+    assert_eq!(r, 0);
+    assert_eq!(trace.allocations().len(), 2, "{trace}");
+}
