@@ -550,3 +550,57 @@ fn a_child_forked_during_a_call_runs_malloc_through_the_breakpoints_unrecorded(t
     assert_eq!(r, 0);
     assert_eq!(trace.allocations().len(), 2, "{trace}");
 }
+
+/// Set to `1` in the environment of the child run of [`trace_file_child`].
+const TRACE_FILE_CHILD_ENV: &str = "TRACED_FFI_ALLOC_TRACE_FILE_CHILD";
+/// The full name of the child test.
+const TRACE_FILE_CHILD: &str = "allocations::trace_file_child";
+
+/// One call that allocates and frees, when run as the child of the test below.
+#[traced_ffi(ignore)]
+fn trace_file_child(t: &mut Tracer) {
+    if std::env::var(TRACE_FILE_CHILD_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, _) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 24) });
+}
+
+#[traced_ffi]
+fn trace_files_list_the_allocations_with_symbol_and_source(_t: &mut Tracer) {
+    let dir = std::env::temp_dir().join(format!("traced-ffi-alloc-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.display().to_string();
+    let run = crate::child::run_self(
+        &["--exact", TRACE_FILE_CHILD, "--include-ignored"],
+        &[
+            (TRACE_FILE_CHILD_ENV, "1"),
+            ("TRACED_FFI_TRACE_DIR", &dir_text),
+        ],
+    );
+    let dump = run.dump();
+    assert_eq!(run.status.code(), Some(0), "{dump}");
+    let file = dir.join(format!("{}.1.json", TRACE_FILE_CHILD.replace(':', "_")));
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}\n{dump}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the file is JSON");
+    let allocs = json["allocations"]
+        .as_array()
+        .expect("an allocations array");
+    assert_eq!(allocs.len(), 2, "{text}");
+    assert_eq!(allocs[0]["function"], "malloc");
+    assert_eq!(allocs[0]["size"], 24);
+    assert_eq!(allocs[0]["after_accesses"], 0);
+    assert_eq!(allocs[1]["function"], "free");
+    assert_eq!(allocs[1]["ptr"], allocs[0]["result"]);
+    assert_eq!(allocs[1]["after_accesses"], 1);
+    assert!(allocs[0]["foreign"].is_null());
+    let symbol = allocs[0]["symbol"].as_str().unwrap_or_default();
+    assert!(symbol.starts_with("alloc_malloc_free+0x"), "{text}");
+    let source = allocs[0]["source"].as_str().unwrap_or_default();
+    assert!(
+        source.contains(&format!("c/alloc.c:{}", site_line("malloc_free.malloc"))),
+        "{text}"
+    );
+}
