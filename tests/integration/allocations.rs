@@ -16,15 +16,20 @@ use crate::contracts::panic_message_of;
 /// `marker`.
 #[track_caller]
 fn assert_site(a: &Allocation, function: &str, marker: &str) {
+    assert_site_at(a, function, &format!("c/alloc.c:{}", site_line(marker)));
+}
+
+/// Checks that `a` was called from `function` at `line` (`file:line`).
+#[track_caller]
+fn assert_site_at(a: &Allocation, function: &str, line: &str) {
     let at = describe_ip(a.site);
     assert!(
         at.starts_with(&format!("{function}+0x")),
         "{a:?} is called at {at}, not in {function}"
     );
-    let line = format!("c/alloc.c:{}", site_line(marker));
     let source = source_location(a.site).unwrap_or_default();
     assert!(
-        source.contains(&line),
+        source.contains(line),
         "{a:?} at {at} is on {source}, not {line}"
     );
 }
@@ -603,4 +608,61 @@ fn trace_files_list_the_allocations_with_symbol_and_source(_t: &mut Tracer) {
         source.contains(&format!("c/alloc.c:{}", site_line("malloc_free.malloc"))),
         "{text}"
     );
+}
+
+#[traced_ffi]
+fn zlib_deflate_init_and_end_pair_their_allocations_across_calls(t: &mut Tracer) {
+    let Some(z) = alloc::zlib() else {
+        println!("skipped: the fixtures were built without zlib");
+        return;
+    };
+    // SAFETY: returns a stream the second call ends.
+    let (stream, trace) = t.call(|| unsafe { (z.create)(6) });
+    assert!(!stream.is_null());
+    let made = trace.allocations();
+    assert!(made.len() > 1, "{trace}");
+    assert!(
+        made.iter().all(|a| a.function == AllocFn::Malloc),
+        "{trace}"
+    );
+    // SAFETY: no preconditions.
+    let stream_size = unsafe { (z.stream_size)() } as u64;
+    assert_eq!((made[0].size, made[0].result), (stream_size, stream as u64));
+    let line = |m| format!("c/alloc_zlib.c:{}", alloc::zlib_site_line(m));
+    assert_site_at(&made[0], "alloc_zlib_create", &line("zlib.stream"));
+    // zlib's own blocks: state, window, prev, head, pending, each from deflateInit2_
+    // (through zcalloc, which tail-calls malloc).
+    let sizes: Vec<u64> = made[1..].iter().map(|a| a.size).collect();
+    assert_eq!(sizes.len(), 5, "{trace}");
+    assert!(
+        made[1..]
+            .iter()
+            .all(|a| describe_ip(a.site).starts_with("deflateInit2_+0x")),
+        "{trace}"
+    );
+    assert_eq!(trace.unfreed().len(), made.len());
+    assert_eq!(t.live_allocations().len(), made.len());
+
+    // SAFETY: stream came from create.
+    let (r, trace) = t.call(|| unsafe { (z.destroy)(stream) });
+    assert_eq!(r, 0);
+    let freed = trace.allocations();
+    assert_eq!(freed.len(), made.len(), "{trace}");
+    assert!(freed.iter().all(|a| a.function == AllocFn::Free), "{trace}");
+    let mut freed_ptrs: Vec<u64> = freed.iter().map(|a| a.ptr).collect();
+    let mut made_blocks: Vec<u64> = made.iter().map(|a| a.result).collect();
+    freed_ptrs.sort_unstable();
+    made_blocks.sort_unstable();
+    assert_eq!(freed_ptrs, made_blocks);
+    assert_site_at(
+        &freed[freed.len() - 1],
+        "alloc_zlib_destroy",
+        &line("zlib.free"),
+    );
+    assert!(
+        t.live_allocations().is_empty(),
+        "{:?}",
+        t.live_allocations()
+    );
+    trace.expect_allocates_nothing();
 }
