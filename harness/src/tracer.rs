@@ -471,7 +471,8 @@ impl Tracer {
     }
 
     /// Like [`Tracer::call`], but returns tracing errors instead of
-    /// panicking, and never fails because of unsupported instructions.
+    /// panicking, and never fails because of unsupported instructions or
+    /// foreign frees (see [`Trace::foreign_frees`](traced_ffi_runtime::Trace::foreign_frees)).
     #[track_caller]
     pub fn try_call<R>(&mut self, f: impl FnOnce() -> R) -> Result<(R, Trace), CallError> {
         self.call_at(Location::caller(), f)
