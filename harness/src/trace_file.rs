@@ -11,14 +11,21 @@
 //!                   "bytes": "ab", "tid": 1234, "symbol": "fill+0x10",
 //!                   "source": "fill (c/fill.c:12)", "instruction": "mov [rdi],dl",
 //!                   "syscall": null, "out_of_bounds": false } ],
-//!   "notes": [..], "unknown_syscalls": [..], "unsupported": [..], "stats": {..} }
+//!   "notes": [..], "unknown_syscalls": [..], "unsupported": [..], "stats": {..},
+//!   "allocations": [ { "function": "malloc", "size": 24, "align": 0, "ptr": 0,
+//!                      "result": 140737..., "tid": 1234, "symbol": "make+0x7",
+//!                      "source": "make (c/make.c:16)", "after_accesses": 0,
+//!                      "foreign": null } ] }
 //! ```
+//!
+//! `foreign`, for a refused `free`/`realloc` of memory the allocator does not
+//! own: `{ "name": "out", "buffer": true, "offset": 0 }`.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use traced_ffi_runtime::{Stats, Trace, describe_ip, source_location};
+use traced_ffi_runtime::{ForeignFree, Stats, Trace, describe_ip, source_location};
 
 /// The environment variable naming the directory trace files go to.
 pub(crate) const TRACE_DIR_ENV: &str = "TRACED_FFI_TRACE_DIR";
@@ -37,6 +44,38 @@ struct File<'a> {
     unknown_syscalls: Vec<String>,
     unsupported: Vec<String>,
     stats: &'a Stats,
+    allocations: Vec<Allocation<'a>>,
+}
+
+#[derive(Serialize)]
+struct Allocation<'a> {
+    function: &'static str,
+    size: u64,
+    align: u64,
+    ptr: u64,
+    result: u64,
+    tid: i32,
+    symbol: String,
+    source: Option<String>,
+    after_accesses: usize,
+    foreign: Option<Foreign<'a>>,
+}
+
+#[derive(Serialize)]
+struct Foreign<'a> {
+    name: &'a str,
+    buffer: bool,
+    offset: i64,
+}
+
+impl<'a> From<&'a ForeignFree> for Foreign<'a> {
+    fn from(f: &'a ForeignFree) -> Self {
+        Foreign {
+            name: &f.name,
+            buffer: f.buffer,
+            offset: f.offset,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -138,6 +177,22 @@ pub(crate) fn write(
             .map(|u| format!("{} at {}: {}", u.insn, describe_ip(u.ip), u.reason))
             .collect(),
         stats: trace.stats(),
+        allocations: trace
+            .allocations()
+            .iter()
+            .map(|a| Allocation {
+                function: a.function.name(),
+                size: a.size,
+                align: a.align,
+                ptr: a.ptr,
+                result: a.result,
+                tid: a.tid,
+                symbol: describe_ip(a.site),
+                source: source_location(a.site),
+                after_accesses: a.after_accesses,
+                foreign: a.foreign.as_ref().map(Foreign::from),
+            })
+            .collect(),
     };
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{}.{n}.json", file_stem(test)));

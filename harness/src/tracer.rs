@@ -8,9 +8,12 @@ use std::sync::{Arc, Weak};
 
 use crate::buffer::{Buffer, BufferInner};
 use crate::typed::{Fields, Typed, TypedSlice};
+use std::collections::BTreeMap;
+
 use traced_ffi_runtime::{
-    AllocError, CallError, Field, GuardedMapping, PAGE_SIZE, Protection, Region, RegionDesc,
-    RegionId, RegionKind, Trace, page_floor, page_protection,
+    AllocError, AllocFn, AllocTracing, Allocation, CallError, Field, GuardedMapping, PAGE_SIZE,
+    Protection, Region, RegionDesc, RegionId, RegionKind, Trace, describe_ip, page_floor,
+    page_protection, source_location,
 };
 
 /// Region ids are unique within the process.
@@ -74,6 +77,13 @@ pub struct Tracer {
     test: String,
     entries: Vec<Entry>,
     allow_unsupported: bool,
+    /// Whether a free of a buffer (or tracked memory) fails the call.
+    allow_foreign_free: bool,
+    /// Whether calls record the allocator's calls.
+    trace_allocations: bool,
+    /// Blocks native code allocated in this test's calls and has not freed
+    /// (as far as the calls saw), by address.
+    live: BTreeMap<u64, Allocation>,
     /// Traced calls made so far.
     calls: usize,
     /// Trace files written for this test (see `TRACED_FFI_TRACE_DIR`).
@@ -87,6 +97,9 @@ impl Tracer {
             test: test.into(),
             entries: Vec::new(),
             allow_unsupported: false,
+            allow_foreign_free: false,
+            trace_allocations: true,
+            live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
         }
@@ -265,6 +278,23 @@ impl Tracer {
         }
     }
 
+    /// Tracks a block native code allocated in an earlier call (from
+    /// [`Trace::allocations`](traced_ffi_runtime::Trace::allocations) or
+    /// [`Tracer::live_allocations`]): its `size` bytes at its address, so a
+    /// later call's accesses to C's own state are recorded. Freeing it in a
+    /// later call is not a foreign free while it is one of this test's live
+    /// blocks.
+    ///
+    /// # Safety
+    /// As [`Tracer::track`]: the block must stay allocated while tracked
+    /// (untrack it before the call that frees it, or in that call's
+    /// aftermath before any other call), and no other thread may touch its
+    /// pages during a call.
+    pub unsafe fn track_allocation(&mut self, name: &str, block: &Allocation) -> Tracked {
+        // SAFETY: the caller's promise, as for `track`.
+        unsafe { self.track(name, block.result as *const u8, block.size as usize) }
+    }
+
     /// Stops tracking a range returned by [`Tracer::track`].
     pub fn untrack(&mut self, tracked: &Tracked) {
         self.entries
@@ -277,6 +307,29 @@ impl Tracer {
         self.allow_unsupported = allow;
     }
 
+    /// Lets calls in which native code freed (or reallocated) a buffer or
+    /// tracked memory return normally instead of failing the test. The free
+    /// is still not executed, and is listed in
+    /// [`Trace::foreign_frees`](traced_ffi_runtime::Trace::foreign_frees).
+    pub fn allow_foreign_free(&mut self, allow: bool) {
+        self.allow_foreign_free = allow;
+    }
+
+    /// Whether calls record the allocator calls native code makes (on by
+    /// default). Off, `malloc`/`free` cost nothing extra, frees of buffers
+    /// are not caught, and [`Trace::allocations`] is empty.
+    pub fn trace_allocations(&mut self, on: bool) {
+        self.trace_allocations = on;
+    }
+
+    /// The blocks native code allocated in this test's calls and that no
+    /// later call freed, in address order: after a `create()`/`destroy()`
+    /// pair, empty. Blocks allocated before the test's first call, or by
+    /// Rust code outside calls, are never listed (their frees are ignored).
+    pub fn live_allocations(&self) -> Vec<Allocation> {
+        self.live.values().cloned().collect()
+    }
+
     /// Runs `f` (the native call) with every live buffer and tracked range
     /// protected, and returns its result with the ordered accesses it made.
     ///
@@ -287,12 +340,32 @@ impl Tracer {
     /// same thread fails at once, naming where that call started), if `f`
     /// panics (after the pages are restored), or
     /// if the trace has unsupported instructions and
-    /// [`Tracer::allow_unsupported`] was not set.
+    /// [`Tracer::allow_unsupported`] was not set, or if native code freed a
+    /// buffer or tracked memory (not executed) and
+    /// [`Tracer::allow_foreign_free`] was not set.
+    ///
+    /// The allocator calls made inside `f` are recorded
+    /// ([`Trace::allocations`](traced_ffi_runtime::Trace::allocations)):
+    /// native code's, and those of any Rust code `f` runs besides the native
+    /// call (keep `f` to the call itself).
     #[track_caller]
     pub fn call<R>(&mut self, f: impl FnOnce() -> R) -> (R, Trace) {
         let caller = Location::caller();
         match self.call_at(caller, f) {
             Ok((r, trace)) => {
+                if !self.allow_foreign_free
+                    && let Some(first) = trace.foreign_frees().first()
+                {
+                    panic!(
+                        "test `{}`: traced call at {}:{}: {}; the `{}` was not executed\n{trace}\n\
+                         hint: call `t.allow_foreign_free(true)` if the test means it",
+                        self.test,
+                        caller.file(),
+                        caller.line(),
+                        foreign_free_message(first),
+                        first.function,
+                    );
+                }
                 if !self.allow_unsupported && trace.is_incomplete() {
                     panic!(
                         "test `{}`: traced call at {}:{}: {} instruction(s) and {} system \
@@ -319,7 +392,8 @@ impl Tracer {
     }
 
     /// Like [`Tracer::call`], but returns tracing errors instead of
-    /// panicking, and never fails because of unsupported instructions.
+    /// panicking, and never fails because of unsupported instructions or
+    /// foreign frees (see [`Trace::foreign_frees`](traced_ffi_runtime::Trace::foreign_frees)).
     #[track_caller]
     pub fn try_call<R>(&mut self, f: impl FnOnce() -> R) -> Result<(R, Trace), CallError> {
         self.call_at(Location::caller(), f)
@@ -351,7 +425,11 @@ impl Tracer {
                 }
             }
         }
-        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore)?;
+        let alloc = AllocTracing {
+            enabled: self.trace_allocations,
+            native_blocks: self.live.keys().copied().collect(),
+        };
+        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore, alloc)?;
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let trace = active.end();
         drop(alive);
@@ -359,6 +437,7 @@ impl Tracer {
             Ok(r) => {
                 let trace = trace?;
                 self.calls += 1;
+                self.follow_allocations(&trace);
                 if let Some(dir) = crate::trace_file::trace_dir() {
                     match crate::trace_file::write(&dir, &self.test, self.calls, &call, &trace) {
                         Ok(path) => self.trace_files.push(path),
@@ -375,6 +454,38 @@ impl Tracer {
             Err(payload) => panic::resume_unwind(payload),
         }
     }
+}
+
+impl Tracer {
+    /// Updates the test's live blocks with one call's allocator calls.
+    fn follow_allocations(&mut self, trace: &Trace) {
+        for a in trace.allocations() {
+            if let Some(p) = a.released() {
+                self.live.remove(&p);
+            }
+            if a.allocated() {
+                self.live.insert(a.result, a.clone());
+            }
+        }
+    }
+}
+
+/// `native code freed buffer `out` (offset 0) at free_it+0x4 (c/alloc.c:9)`.
+fn foreign_free_message(a: &Allocation) -> String {
+    let verb = match a.function {
+        AllocFn::Free => "freed",
+        _ => "reallocated",
+    };
+    let (what, name, offset) = match &a.foreign {
+        Some(f) if f.buffer => ("buffer", f.name.as_str(), f.offset),
+        Some(f) => ("tracked range", f.name.as_str(), f.offset),
+        None => ("memory", "?", 0),
+    };
+    let mut site = describe_ip(a.site);
+    if let Some(source) = source_location(a.site) {
+        site.push_str(&format!(" ({source})"));
+    }
+    format!("native code {verb} {what} `{name}` (offset {offset}) at {site}")
 }
 
 /// `error: cause: cause` on one line.

@@ -9,7 +9,10 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 
-use crate::layout::{CLIENT_GADGET, CLIENT_GADGET_OFFSET, GADGET, GADGET_OFFSET, STUB_AREA_SIZE};
+use crate::layout::{
+    CLIENT_GADGET, CLIENT_GADGET_OFFSET, GADGET, GADGET_OFFSET, RETURN_TRAP, RETURN_TRAP_OFFSET,
+    STUB_AREA_SIZE,
+};
 use crate::supervisor;
 pub use crate::tracee::start::Launched;
 use crate::tracee::{arena, error::LaunchError, start};
@@ -74,6 +77,15 @@ fn map_stub_area() -> io::Result<u64> {
             CLIENT_GADGET.as_ptr(),
             p.cast::<u8>().add(CLIENT_GADGET_OFFSET as usize),
             CLIENT_GADGET.len(),
+        )
+    };
+    // SAFETY: as above; the return trap fits at RETURN_TRAP_OFFSET, after
+    // the scratch bytes and before the stub code.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            RETURN_TRAP.as_ptr(),
+            p.cast::<u8>().add(RETURN_TRAP_OFFSET as usize),
+            RETURN_TRAP.len(),
         )
     };
     Ok(p as u64)

@@ -9,8 +9,12 @@
 //!     +0x40 GADGET    `syscall; int3`: system calls the supervisor injects
 //!     +0x48 CLIENT    `syscall; ret`: the test process's own mprotects of buffers
 //!     +0x50 SCRATCH   32 bytes: a `struct sigaction`
+//!     +0x70 RETURN    slot 0 only: `int3`, the return address the supervisor gives
+//!                     a recorded allocator call (see supervisor/allocator.rs)
 //!     +0x80 CODE      the per-fault stub code (see supervisor/executor/stub_code.rs)
-//!   last page                       futex shadow words (see supervisor/futex.rs)
+//!   last page         +0x000 futex shadow words (see supervisor/futex.rs)
+//!                     +0x800 trampolines: the allocator entries' displaced first
+//!                            instructions, each followed by a jump back
 //!
 //! buffer reservation (1 << RESERVATION_SHIFT bytes, aligned to its size, PROT_NONE)
 //!   every Buffer's span is carved from it (see tracee/arena.rs), so the
@@ -52,6 +56,20 @@ pub(crate) const SLOTS: usize = 16;
 pub(crate) const THREAD_SLOTS: usize = SLOTS - 1;
 /// Offset of the futex shadow words.
 pub(crate) const SHADOW_OFFSET: u64 = (THREAD_SLOTS * SLOT_SIZE) as u64;
+/// Bytes of shadow words (512 futexes); the rest of the page holds the
+/// trampolines.
+pub(crate) const SHADOW_BYTES: u64 = 0x800;
+/// Offset of the allocator trampolines: one [`TRAMPOLINE_SIZE`]-byte slot
+/// per allocator entry point, the displaced first instruction and a jump
+/// back after it.
+pub(crate) const TRAMPOLINE_OFFSET: u64 = SHADOW_OFFSET + SHADOW_BYTES;
+/// Size of one trampoline slot: an instruction (at most 15 bytes) and a
+/// `jmp [rip+0]; .quad` (14 bytes).
+pub(crate) const TRAMPOLINE_SIZE: u64 = 32;
+/// Offset (in slot 0) of the `int3` a recorded allocator call returns to.
+pub(crate) const RETURN_TRAP_OFFSET: u64 = 0x70;
+/// Its byte: `int3`.
+pub(crate) const RETURN_TRAP: [u8; 1] = [0xcc];
 /// Size of the stub area (mapped aligned to its size, so the seccomp filter
 /// can tell an instruction address in it by its upper bits).
 pub(crate) const STUB_AREA_SIZE: usize = SLOT_SIZE * SLOTS;

@@ -31,6 +31,7 @@ mod tracee;
 pub use launch::{Launched, launch, run_untraced};
 pub use layout::{PAGE_SIZE, page_ceil, page_floor};
 pub use protocol::{REPORT_SIGNAL, REPORTED_EXIT_CODE};
+pub use trace::alloc::{AllocFn, Allocation, ForeignFree, describe_allocation, live_after};
 pub use trace::contract::Expect;
 pub use trace::event::{
     Access, AccessKind, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
@@ -38,5 +39,5 @@ pub use trace::event::{
 };
 pub use trace::symbols::{describe_ip, source_location, symbolize};
 pub use tracee::arena::{GuardedMapping, page_protection};
-pub use tracee::call::{ActiveCall, Protection, begin_call};
+pub use tracee::call::{ActiveCall, AllocTracing, Protection, begin_call};
 pub use tracee::error::{AllocError, CallError, LaunchError};

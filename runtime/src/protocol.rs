@@ -64,6 +64,7 @@ use std::io::{self, Read, Write};
 use libc::c_int;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::trace::alloc::AllocFn;
 use crate::trace::event::{Dropped, RegionDesc, Trace};
 
 /// Sent by the supervisor once, right after the fork.
@@ -104,6 +105,12 @@ pub(crate) struct StartCall {
     /// Buffers dropped earlier whose spans are in quarantine, so that a
     /// fault on one can name it.
     pub(crate) dropped: Vec<Dropped>,
+    /// The allocator's entry points in the test process, to record their
+    /// calls during this call; empty to record none.
+    pub(crate) allocator: Vec<(AllocFn, u64)>,
+    /// Blocks native code allocated in the test's earlier calls and did not
+    /// free: freeing one is not foreign even when it is tracked.
+    pub(crate) native_blocks: Vec<u64>,
 }
 
 /// The supervisor's answer to a request.
@@ -155,17 +162,27 @@ pub(crate) const PART_MAX: usize = 16 * 1024;
 pub(crate) const MORE: u32 = 1 << 31;
 
 /// Writes `msg` in parts of at most [`PART_MAX`] bytes, calling `ring` (the
-/// doorbell) after each.
+/// doorbell) after each. (The test process encodes its requests ahead with
+/// [`encode_request`] and sends them with [`send_parts`].)
+#[cfg(test)]
 pub(crate) fn write_request(
     w: &mut impl Write,
     msg: &Request,
-    mut ring: impl FnMut() -> io::Result<()>,
+    ring: impl FnMut() -> io::Result<()>,
 ) -> io::Result<()> {
+    send_parts(w, &encode_request(msg)?, ring)
+}
+
+/// `msg` as the parts a request travels in, each with its header: made
+/// ahead of time, the request is then sent without allocating (the end of
+/// a call is sent while the allocator's calls are being recorded).
+pub(crate) fn encode_request(msg: &Request) -> io::Result<Vec<Vec<u8>>> {
     let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
     let mut parts = body.chunks(PART_MAX).peekable();
     if parts.peek().is_none() {
         return Err(io::Error::other("an empty request"));
     }
+    let mut frames = Vec::new();
     while let Some(part) = parts.next() {
         // A part is at most PART_MAX bytes: its length fits in 31 bits.
         let mut header = part.len() as u32;
@@ -175,13 +192,42 @@ pub(crate) fn write_request(
         let mut frame = Vec::with_capacity(4 + part.len());
         frame.extend_from_slice(&header.to_le_bytes());
         frame.extend_from_slice(part);
-        w.write_all(&frame)?;
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+/// Sends parts made by [`encode_request`], ringing after each; allocates
+/// nothing.
+pub(crate) fn send_parts(
+    w: &mut impl Write,
+    parts: &[Vec<u8>],
+    mut ring: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    for frame in parts {
+        w.write_all(frame)?;
         ring()?;
     }
     Ok(())
 }
 
-/// The supervisor's side of [`write_request`]: the parts read so far.
+/// Reads one frame like [`read_frame`], into a stack buffer when it fits
+/// (a `Reply::Started` does): no allocation for a reply without owned data.
+pub(crate) fn read_small_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    let mut small = [0u8; 64];
+    if len <= small.len() {
+        r.read_exact(&mut small[..len])?;
+        return postcard::from_bytes(&small[..len]).map_err(io::Error::other);
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    postcard::from_bytes(&body).map_err(io::Error::other)
+}
+
+/// The supervisor's side of [`send_parts`]: the parts read so far.
 #[derive(Debug, Default)]
 pub(crate) struct RequestParts {
     body: Vec<u8>,

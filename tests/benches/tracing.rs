@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use traced_ffi::{Trace, Tracer};
-use traced_ffi_fixtures::o2;
+use traced_ffi_fixtures::{alloc, o2};
 
 mod baseline;
 
@@ -490,7 +490,47 @@ fn main() {
     if let Some(row) = rows.last_mut() {
         row.us /= EMPTY_CALLS as f64;
     }
+    t.trace_allocations(false);
+    rows.push(measure(
+        "empty traced call, t.trace_allocations(false)",
+        "call",
+        || {
+            let start = Instant::now();
+            let mut last = None;
+            for _ in 0..EMPTY_CALLS {
+                let ((), trace) = t.call(|| ());
+                last = Some(trace);
+            }
+            (start.elapsed(), last.unwrap_or_default(), 1)
+        },
+    ));
+    if let Some(row) = rows.last_mut() {
+        row.us /= EMPTY_CALLS as f64;
+    }
     drop((dst, a, b));
+    {
+        // malloc + free in C, into a stack array (no buffer access): the
+        // allocator's breakpoints alone.
+        const PAIRS: usize = 1000;
+        for (what, on) in [
+            ("malloc(24) + free, recorded (alloc_malloc_free)", true),
+            ("same, t.trace_allocations(false)", false),
+        ] {
+            t.trace_allocations(on);
+            rows.push(measure(what, "pair", || {
+                let mut local = [0u8; 2];
+                let start = Instant::now();
+                let ((), trace) = t.call(|| {
+                    for _ in 0..PAIRS {
+                        // SAFETY: local holds 2 bytes.
+                        unsafe { alloc::alloc_malloc_free(local.as_mut_ptr(), 24) };
+                    }
+                });
+                (start.elapsed(), trace, PAIRS)
+            }));
+        }
+        t.trace_allocations(true);
+    }
 
     println!("traced-ffi benchmark (median of {RUNS} runs)");
     println!(

@@ -13,6 +13,7 @@ mod child;
 mod levels;
 mod os_check;
 
+mod allocations;
 mod bounds;
 mod callbacks;
 mod containment;

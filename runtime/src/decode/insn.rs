@@ -232,6 +232,22 @@ fn unsupported_reason(
     None
 }
 
+/// The address of the `call` instruction that ends at `ret` (a return
+/// address), from the 8 bytes before it, or `None` if no call of a usual
+/// length (`call rel32`, `call [rip+x]`, `call reg`, ...) ends there.
+pub(crate) fn call_ending_at(ret: u64, before: &[u8; 8]) -> Option<u64> {
+    [5usize, 6, 2, 3, 7, 4].into_iter().find_map(|len| {
+        let ip = ret.checked_sub(len as u64)?;
+        let mut decoder = Decoder::with_ip(64, &before[8 - len..], ip, DecoderOptions::NONE);
+        let insn = decoder.decode();
+        let is_call = matches!(
+            insn.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        );
+        (!insn.is_invalid() && insn.len() == len && is_call).then_some(ip)
+    })
+}
+
 /// Decodes the instruction at `ip` from `bytes` (at least the instruction's
 /// length; more is fine).
 pub(crate) fn decode(ip: u64, bytes: &[u8]) -> Decoded {

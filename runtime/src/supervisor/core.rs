@@ -14,6 +14,7 @@ use libc::{c_int, pid_t};
 
 use super::call::{Call, Ended, Watching};
 use super::cause::{is_crash, is_ignored};
+use super::heap::Heap;
 use super::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 use super::report::{die_of, install_report_handler, report, report_requested, wait_untraced};
 use super::thread::Thread;
@@ -67,6 +68,8 @@ pub(super) struct Supervisor {
     /// Buffers the test dropped, in quarantine as of the last call's start:
     /// a crash report names the one a fault address lies in (`crash`).
     pub(super) dropped: Vec<Dropped>,
+    /// The allocator's entry points and breakpoints (`allocator`).
+    pub(super) heap: Heap,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -142,6 +145,7 @@ pub(crate) fn supervise(
         sig_actions: HashMap::new(),
         sig_actions_known: false,
         dropped: Vec::new(),
+        heap: Heap::default(),
         request_parts: protocol::RequestParts::default(),
     };
     sup.run()
@@ -293,6 +297,7 @@ impl Supervisor {
                 self.on_segv(tid);
             }
             libc::SIGTRAP if self.finish_syscall(tid) => {}
+            libc::SIGTRAP if self.on_alloc_trap(tid) => {}
             libc::SIGTRAP if is_in_stub_code(self.stub_base, self.rip(tid)) => {
                 report(format_args!(
                     "mprotect inside the stub failed for thread {tid}; delivering SIGSEGV"
@@ -395,9 +400,12 @@ impl Supervisor {
             start.regions,
             self.pt.requests,
         ));
+        self.arm_allocator(&start.allocator, start.native_blocks);
     }
 
     fn end_call_state(&mut self) -> Trace {
+        // However the call ends, the allocator gets its bytes back.
+        let allocations = self.disarm_allocator();
         self.read_back_writes_of(None);
         let Some(mut call) = self.call.take() else {
             return Trace::default();
@@ -432,14 +440,16 @@ impl Supervisor {
             });
         }
         call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
-        Trace::new(
+        let mut trace = Trace::new(
             call.regions,
             call.accesses,
             call.unsupported,
             call.notes,
             call.unknown_syscalls,
             call.stats,
-        )
+        );
+        trace.set_allocations(allocations);
+        trace
     }
 
     /// Reads the bytes of the pending writes of `tid` (of every thread for

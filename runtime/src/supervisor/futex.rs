@@ -31,7 +31,7 @@ use super::record::Origin;
 use super::report::report;
 use super::thread::Moved;
 use crate::decode::insn::Operand;
-use crate::layout::{SHADOW_OFFSET, SLOT_SIZE};
+use crate::layout::{SHADOW_BYTES, SHADOW_OFFSET};
 use crate::trace::event::AccessKind;
 
 const FUTEX_WAIT: u64 = 0;
@@ -50,7 +50,7 @@ impl Supervisor {
         if let Some(&s) = self.shadows.get(&addr) {
             return Some(s);
         }
-        if next * 4 >= SLOT_SIZE as u64 {
+        if next * 4 >= SHADOW_BYTES {
             return None;
         }
         let s = base + 4 * next;

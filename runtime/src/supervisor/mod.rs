@@ -11,6 +11,9 @@
 //! - `record`: operands to `Access`es, notes and unsupported entries;
 //! - `executor/`: the ways an instruction runs once: emulation, the
 //!   displaced-instruction stub, single-step;
+//! - `heap`: the allocator's entry points and breakpoints (data);
+//! - `allocator`: recording `malloc`/`free`/... calls during a call,
+//!   refusing frees of buffers;
 //! - `kernel`: system calls on protected pages, re-run from the stub;
 //! - `futex`: futex waits and wakes on buffers, moved to shadow words;
 //! - `sigstate`: the program's signal mask and handlers, kept through our
@@ -26,6 +29,7 @@
 //! - `report`: messages on stderr and the supervisor's exit;
 //! - `ptrace`: counted ptrace requests and `waitid`.
 
+mod allocator;
 mod backtrace;
 mod call;
 mod cause;
@@ -35,6 +39,7 @@ mod executor;
 mod fault;
 mod forks;
 mod futex;
+mod heap;
 mod kernel;
 mod late;
 mod postmortem;

@@ -22,6 +22,24 @@ pub(super) struct Thread {
     pub(super) pending: Vec<PendingWrite>,
     /// A system call running in its stub slot (see `kernel`).
     pub(super) in_kernel: Option<InKernel>,
+    /// Allocator calls it is inside of, innermost last, whose return
+    /// address the supervisor replaced with the return trap (see
+    /// `allocator`). Kept past the end of the call: the thread still returns
+    /// through the trap.
+    pub(super) alloc_returns: Vec<PendingReturn>,
+}
+
+/// A recorded allocator call waiting for its result.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingReturn {
+    pub(super) function: crate::trace::alloc::AllocFn,
+    /// rdi, rsi, rdx at the entry.
+    pub(super) args: [u64; 3],
+    /// The real return address.
+    pub(super) ret: u64,
+    /// Whether it is recorded (made by a thread of the call, not from inside
+    /// another allocator call).
+    pub(super) recorded: bool,
 }
 
 /// A write recorded before its instruction ran: its bytes are read at the

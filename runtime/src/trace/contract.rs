@@ -8,6 +8,9 @@
 //! trace.expect(&out).initialises(0..n);        // every byte Rust will treat as initialised
 //! trace.expect(&scratch).reads_only_after_writing();
 //! trace.expect_no_out_of_bounds();
+//! trace.expect_allocates_nothing();             // or:
+//! trace.expect_frees_everything_it_allocates();
+//! trace.expect_never_frees_given_memory();
 //! ```
 //!
 //! Each check panics (at the caller's line, `#[track_caller]`) when the
@@ -16,6 +19,7 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use super::alloc::{Allocation, describe_allocation};
 use super::event::{Access, AccessKind, RangeSet, Region, RegionDesc, Trace};
 use super::symbols::{describe_ip, source_location};
 
@@ -103,6 +107,90 @@ impl Trace {
         }
         offending(self, &oob, &mut msg);
         panic!("{msg}");
+    }
+
+    /// Checks that native code allocated no memory during the call (no
+    /// `malloc`, `calloc`, `realloc`, ... returned a block; `free` is
+    /// allowed).
+    ///
+    /// # Panics
+    /// Listing each allocation with its size and site.
+    #[track_caller]
+    pub fn expect_allocates_nothing(&self) {
+        let made: Vec<&Allocation> = self
+            .allocations()
+            .iter()
+            .filter(|a| a.allocated())
+            .collect();
+        if made.is_empty() {
+            return;
+        }
+        let mut msg = format!(
+            "contract failed: allocates nothing\n  {} allocation(s):\n",
+            made.len()
+        );
+        allocation_lines(&made, &mut msg);
+        panic!("{msg}");
+    }
+
+    /// Checks that every block native code allocated during the call was
+    /// freed by its end (see [`Trace::unfreed`]).
+    ///
+    /// # Panics
+    /// Listing each block left, with its size and site.
+    #[track_caller]
+    pub fn expect_frees_everything_it_allocates(&self) {
+        let left = self.unfreed();
+        if left.is_empty() {
+            return;
+        }
+        let bytes: u64 = left.iter().map(|a| a.size).sum();
+        let mut msg = format!(
+            "contract failed: frees everything it allocates\n  {} block(s), {bytes} byte(s), \
+             allocated and not freed by the end of the call:\n",
+            left.len()
+        );
+        allocation_lines(&left, &mut msg);
+        panic!("{msg}");
+    }
+
+    /// Checks that native code freed (or reallocated) no memory it did not
+    /// allocate during this same call: no buffer, no tracked range, no block
+    /// it was handed.
+    ///
+    /// # Panics
+    /// Listing each such `free`/`realloc` with its site.
+    #[track_caller]
+    pub fn expect_never_frees_given_memory(&self) {
+        let mut mine = std::collections::BTreeSet::new();
+        let mut given: Vec<&Allocation> = Vec::new();
+        for a in self.allocations() {
+            let released = a.released().or(a.foreign.as_ref().map(|_| a.ptr));
+            if let Some(p) = released
+                && !mine.remove(&p)
+            {
+                given.push(a);
+            }
+            if a.allocated() {
+                mine.insert(a.result);
+            }
+        }
+        if given.is_empty() {
+            return;
+        }
+        let mut msg = format!(
+            "contract failed: never frees memory it was given\n  {} call(s) released memory \
+             not allocated in this call:\n",
+            given.len()
+        );
+        allocation_lines(&given, &mut msg);
+        panic!("{msg}");
+    }
+}
+
+fn allocation_lines(allocations: &[&Allocation], out: &mut String) {
+    for a in allocations {
+        let _ = writeln!(out, "    {}", describe_allocation(a));
     }
 }
 

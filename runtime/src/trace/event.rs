@@ -265,6 +265,10 @@ pub struct Stats {
     /// Times another thread of the call was stopped while one ran an
     /// instruction with protected pages open (multi-threaded calls only).
     pub threads_stopped: u64,
+    /// Stops of the call's threads at the allocator's breakpoints (entries
+    /// and returns) during the call. Other threads of the process stop there
+    /// too while a call runs (one stop per allocator call, not recorded).
+    pub allocator_stops: u64,
 }
 
 /// The ordered accesses of one traced call, with the regions they refer to.
@@ -282,6 +286,8 @@ pub struct Trace {
     pub(crate) unknown_syscalls: Vec<UnknownSyscall>,
     /// What tracing cost.
     pub(crate) stats: Stats,
+    /// Allocator calls made by native code (see [`Trace::allocations`]).
+    pub(crate) allocations: Vec<super::alloc::Allocation>,
 }
 
 impl Trace {
@@ -301,6 +307,7 @@ impl Trace {
             notes,
             unknown_syscalls,
             stats,
+            allocations: Vec::new(),
         }
     }
 
@@ -582,6 +589,9 @@ impl fmt::Display for Trace {
         line(f, header)?;
         for row in &rows {
             line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+        }
+        for a in &self.allocations {
+            writeln!(f, "  ALLOC {}", super::alloc::describe_allocation(a))?;
         }
         for n in &self.notes {
             if n.insn.is_empty() {

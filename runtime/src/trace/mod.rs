@@ -1,11 +1,13 @@
 //! Process-free: what a traced call produced. The supervisor builds the
 //! events, the test process reads and prints them.
 //!
+//! - `alloc`: allocator calls made during a call (`Allocation`);
 //! - `event`: `Access`, `Trace` and the rest of the public event types;
 //! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`;
 //! - `contract`: memory contracts whose failure explains itself;
 //! - `snapshot`: a rendering that stays the same across builds.
 
+pub(crate) mod alloc;
 pub(crate) mod contract;
 pub(crate) mod event;
 pub(crate) mod mapped;

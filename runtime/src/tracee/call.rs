@@ -22,18 +22,49 @@ pub struct ActiveCall {
     guard: Option<MutexGuard<'static, UnixStream>>,
     call: String,
     restore: Vec<Protection>,
+    /// The `EndCall` request, encoded before the call started: ending the
+    /// call allocates nothing until the supervisor has stopped recording
+    /// the allocator's calls.
+    end_parts: Vec<Vec<u8>>,
+    /// The `StartCall` request, its encoding and the spans protected,
+    /// dropped only after the end request is sent, for the same reason.
+    start: Option<Kept>,
     affinity: Option<libc::cpu_set_t>,
+}
+
+/// What `begin_call` made and keeps until the end request is sent.
+#[derive(Debug)]
+struct Kept {
+    _request: Request,
+    _parts: Vec<Vec<u8>>,
+    _spans: Vec<(u64, u64)>,
+}
+
+/// What a call records of the allocator's calls.
+#[derive(Debug, Clone, Default)]
+pub struct AllocTracing {
+    /// Record the calls of `malloc`, `free`, ... made during the call, and
+    /// refuse frees of buffers and tracked memory.
+    pub enabled: bool,
+    /// Blocks native code allocated in the test's earlier calls and has not
+    /// freed (freeing one is not foreign, even when it is tracked).
+    pub native_blocks: Vec<u64>,
 }
 
 /// Starts a traced call on the current thread.
 ///
 /// `regions` are registered with the supervisor and their spans set to
 /// `PROT_NONE`; `restore` is what [`ActiveCall::end`] applies afterwards.
+///
+/// Between the supervisor's answer and the end request, this side of the
+/// call allocates nothing (unless a `mprotect` fails), so that the
+/// allocator calls recorded are those made inside the closure.
 pub fn begin_call(
     test: &str,
     call: &str,
     regions: Vec<RegionDesc>,
     restore: Vec<Protection>,
+    alloc: AllocTracing,
 ) -> Result<ActiveCall, CallError> {
     let client = match start::state() {
         Some(State::Traced(client)) => client,
@@ -64,6 +95,10 @@ pub fn begin_call(
         source,
     };
     let spans: Vec<(u64, u64)> = protected_spans(&regions);
+    let end_parts = protocol::encode_request(&Request::EndCall {
+        restore: restore.clone(),
+    })
+    .map_err(io_err)?;
     let start = StartCall {
         // SAFETY: gettid has no preconditions.
         tid: unsafe { libc::gettid() },
@@ -71,38 +106,58 @@ pub fn begin_call(
         call: call.to_owned(),
         regions,
         dropped: super::arena::quarantined(),
+        allocator: if alloc.enabled {
+            super::allocator::entry_points().to_vec()
+        } else {
+            Vec::new()
+        },
+        native_blocks: alloc.native_blocks,
     };
+    let start = Request::StartCall(start);
+    let start_parts = protocol::encode_request(&start).map_err(io_err)?;
     let mut active = ActiveCall {
         guard: None,
         call: call.to_owned(),
         restore,
+        end_parts,
+        start: None,
         affinity,
     };
-    protocol::write_request(&mut *guard, &Request::StartCall(start), ring).map_err(io_err)?;
-    match protocol::read_frame::<Reply>(&mut *guard).map_err(io_err)? {
-        Reply::Started => {}
-        Reply::Refused(reason) => {
-            return Err(CallError::Refused {
+    // Set before the request: from the supervisor's answer on, nothing here
+    // allocates or frees (the request is kept until the end is sent).
+    set_running_call_on_this_thread(Some(call.to_owned()));
+    let started = protocol::send_parts(&mut *guard, &start_parts, ring)
+        .map_err(io_err)
+        .and_then(|()| protocol::read_small_frame::<Reply>(&mut *guard).map_err(io_err))
+        .and_then(|reply| match reply {
+            Reply::Started => Ok(()),
+            Reply::Refused(reason) => Err(CallError::Refused {
                 call: call.to_owned(),
                 reason,
-            });
-        }
-        Reply::Trace(_) => {
-            return Err(CallError::Protocol {
+            }),
+            Reply::Trace(_) => Err(CallError::Protocol {
                 call: call.to_owned(),
                 what: "a trace in answer to StartCall".into(),
-            });
-        }
+            }),
+        });
+    if let Err(e) = started {
+        set_running_call_on_this_thread(None);
+        return Err(e);
     }
     active.guard = Some(guard);
-    set_running_call_on_this_thread(Some(call.to_owned()));
-    for (start, end) in spans {
-        protect(start, end - start, libc::PROT_NONE).map_err(|source| CallError::Protect {
-            call: call.to_owned(),
-            addr: start,
-            source,
-        })?;
-    }
+    let protected = spans.iter().try_for_each(|&(start, end)| {
+        protect(start, end - start, libc::PROT_NONE).map_err(|source| (start, source))
+    });
+    active.start = Some(Kept {
+        _request: start,
+        _parts: start_parts,
+        _spans: spans,
+    });
+    protected.map_err(|(addr, source)| CallError::Protect {
+        call: call.to_owned(),
+        addr,
+        source,
+    })?;
     Ok(active)
 }
 
@@ -119,28 +174,31 @@ impl ActiveCall {
                 what: "the call was already ended".into(),
             });
         };
-        set_running_call_on_this_thread(None);
-        let mut first_err = None;
+        // Nothing here allocates or frees until the end request is sent:
+        // the supervisor records the allocator's calls until then.
+        let running = take_running_call_on_this_thread();
+        let mut first_err: Option<(u64, io::Error)> = None;
         for &(start, len, prot) in &self.restore {
             if let Err(source) = protect(start, len, prot) {
-                first_err.get_or_insert(CallError::Protect {
-                    call: self.call.clone(),
-                    addr: start,
-                    source,
-                });
+                first_err.get_or_insert((start, source));
             }
         }
+        let sent = protocol::send_parts(&mut *guard, &self.end_parts, ring);
+        drop(running);
+        self.start = None;
         let call = self.call.clone();
         let io_err = |source| CallError::Io {
             call: call.clone(),
             source,
         };
-        let end = Request::EndCall {
-            restore: self.restore.clone(),
-        };
-        let result = protocol::write_request(&mut *guard, &end, ring)
+        let result = sent
             .map_err(io_err)
             .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));
+        let first_err = first_err.map(|(addr, source)| CallError::Protect {
+            call: self.call.clone(),
+            addr,
+            source,
+        });
         if let Some(set) = self.affinity.take() {
             // SAFETY: `set` is a valid cpu_set_t saved from sched_getaffinity.
             unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
@@ -283,4 +341,10 @@ fn running_call_on_this_thread() -> Option<String> {
 
 fn set_running_call_on_this_thread(call: Option<String>) {
     RUNNING_CALL.with(|r| *r.borrow_mut() = call);
+}
+
+/// Clears the running call, handing its location to the caller (to drop
+/// when freeing is harmless).
+fn take_running_call_on_this_thread() -> Option<String> {
+    RUNNING_CALL.with(|r| r.borrow_mut().take())
 }

@@ -1,0 +1,471 @@
+//! Calls of the allocator (`malloc`, `free`, ...) during a call.
+//!
+//! The test process sends the addresses of the allocator's entry points
+//! with `StartCall` (`tracee/allocator.rs`). The first time, the supervisor
+//! copies each entry's first instruction into a trampoline in the stub
+//! area's last page (re-encoded there if RIP-relative, followed by a jump
+//! to the entry's second instruction). For the call's duration it writes
+//! `int3` over each entry's first byte (through `/proc/PID/mem`: one write
+//! per stretch of code holding entries, one for glibc's) and puts the bytes
+//! back when the call ends, so a call that allocates nothing pays two
+//! writes and no stop.
+//!
+//! At an entry's trap (rip = entry + 1), for a thread of the call that is
+//! not already inside an allocator call:
+//!
+//! - `free(p)` is recorded and continues in the trampoline: one stop;
+//! - `free`/`realloc` of a pointer into a buffer or tracked range (or a
+//!   dropped buffer) is recorded as foreign and not executed: the thread
+//!   returns to its caller at once (`realloc` returning `NULL`): one stop;
+//! - any other entry: the return address on the stack is replaced with the
+//!   address of an `int3` in the stub area (the return trap) and the thread
+//!   continues in the trampoline; at the return trap the result (rax, or
+//!   `*memptr` for `posix_memalign`) is recorded and rip set to the real
+//!   return address: two stops.
+//!
+//! Other threads (and calls an allocator function makes of another, such
+//! as `realloc(NULL, n)` calling `malloc`) just continue in the trampoline:
+//! one stop, nothing recorded. No byte of the allocator is ever put back
+//! while the breakpoints are armed, so other threads never run past one
+//! unseen, and a thread that trapped just before the bytes were restored
+//! still continues correctly through the trampoline.
+
+use std::os::unix::fs::FileExt;
+
+use libc::{pid_t, user_regs_struct};
+
+use super::core::Supervisor;
+use super::heap::{Entry, Span};
+use super::report::report;
+use super::thread::PendingReturn;
+use crate::decode::insn;
+use crate::layout::{
+    RETURN_TRAP_OFFSET, SHADOW_BYTES, SLOT_SIZE, TRAMPOLINE_OFFSET, TRAMPOLINE_SIZE,
+};
+use crate::trace::alloc::{AllocFn, Allocation, ForeignFree, live_after};
+use crate::trace::event::{Note, RegionKind};
+
+/// `int3`.
+const INT3: u8 = 0xcc;
+
+impl Supervisor {
+    /// At the start of a call: prepares the entry points not seen before and
+    /// puts their breakpoints in place. An entry that cannot be prepared is
+    /// named in a note of the call and its calls are not recorded.
+    pub(super) fn arm_allocator(&mut self, wanted: &[(AllocFn, u64)], native_blocks: Vec<u64>) {
+        self.heap.recorded.clear();
+        self.heap.native_blocks = native_blocks;
+        if wanted.is_empty() {
+            return;
+        }
+        self.heap.threads_at_start = std::fs::read_dir(format!("/proc/{}/task", self.child))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        for &(function, addr) in wanted {
+            if self.heap.entry_at(addr).is_some() {
+                continue;
+            }
+            let entry = match self.prepare_entry(function, addr) {
+                Ok(trampoline) => Entry {
+                    function,
+                    addr,
+                    trampoline: Some(trampoline),
+                },
+                Err(why) => {
+                    problems.push(format!("calls of `{function}` are not recorded: {why}"));
+                    Entry {
+                        function,
+                        addr,
+                        trampoline: None,
+                    }
+                }
+            };
+            self.heap.entries.push(entry);
+        }
+        let armed = self.build_spans().and_then(|()| {
+            let mut written = 0;
+            let result = self.heap.spans.iter().try_for_each(|span| {
+                written += 1;
+                match self.mem.write_at(&span.armed, span.start) {
+                    Ok(n) if n == span.armed.len() => Ok(()),
+                    Ok(_) => Err(format!("short write at {:#x}", span.start)),
+                    Err(err) => Err(format!("{err} at {:#x}", span.start)),
+                }
+            });
+            if result.is_err() {
+                // Never leave a breakpoint behind.
+                for span in &self.heap.spans[..written] {
+                    let _ = self.mem.write_at(&span.original, span.start);
+                }
+            }
+            result
+        });
+        match armed {
+            Ok(()) => self.heap.armed = true,
+            Err(why) => problems.push(format!(
+                "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
+            )),
+        }
+        if let Some(call) = &mut self.call {
+            for text in problems {
+                call.notes.push(Note {
+                    ip: 0,
+                    insn: String::new(),
+                    region: None,
+                    offset: 0,
+                    text,
+                    tid: call.tid,
+                });
+            }
+        }
+    }
+
+    /// Groups the entry points into stretches of code written whole, with
+    /// their bytes as they are now (unarmed), once per set of entries.
+    fn build_spans(&mut self) -> Result<(), String> {
+        /// Entries closer than this share a stretch (glibc's are within 8 KiB).
+        const SPAN_MAX: u64 = 64 * 1024;
+        if self.heap.spans_of == self.heap.entries.len() {
+            return Ok(());
+        }
+        let mut addrs: Vec<u64> = self
+            .heap
+            .entries
+            .iter()
+            .filter(|e| e.trampoline.is_some())
+            .map(|e| e.addr)
+            .collect();
+        addrs.sort_unstable();
+        let mut spans = Vec::new();
+        let mut rest = addrs.as_slice();
+        while let Some(&start) = rest.first() {
+            let n = rest.iter().take_while(|&&a| a - start < SPAN_MAX).count();
+            let (group, after) = rest.split_at(n);
+            rest = after;
+            let end = group.last().map_or(start, |&a| a) + 1;
+            let mut original = vec![0u8; (end - start) as usize];
+            match self.mem.read_at(&mut original, start) {
+                Ok(n) if n == original.len() => {}
+                _ => return Err(format!("cannot read the code at {start:#x}")),
+            }
+            let mut armed = original.clone();
+            for &a in group {
+                armed[(a - start) as usize] = INT3;
+            }
+            spans.push(Span {
+                start,
+                original,
+                armed,
+            });
+        }
+        self.heap.spans = spans;
+        self.heap.spans_of = self.heap.entries.len();
+        Ok(())
+    }
+
+    /// Writes the trampoline of the entry at `addr`; returns its address.
+    fn prepare_entry(&mut self, function: AllocFn, addr: u64) -> Result<u64, String> {
+        let mut bytes = [0u8; insn::MAX_INSN_LEN];
+        let n = self
+            .mem
+            .read_at(&mut bytes, addr)
+            .map_err(|e| format!("cannot read its code at {addr:#x}: {e}"))?;
+        if n == 0 {
+            return Err(format!("cannot read its code at {addr:#x}"));
+        }
+        if bytes[0] == INT3 {
+            return Err(format!(
+                "its first byte at {addr:#x} is already an int3 (a debugger's breakpoint?)"
+            ));
+        }
+        let decoded = insn::decode(addr, &bytes[..n]);
+        if decoded.insn.is_invalid() {
+            return Err(format!(
+                "its first instruction at {addr:#x} does not decode"
+            ));
+        }
+        let index = self.heap.entries.len() as u64;
+        if (index + 1) * TRAMPOLINE_SIZE > SLOT_SIZE as u64 - SHADOW_BYTES {
+            return Err(format!("no room for the trampoline of `{function}`"));
+        }
+        let at = self.stub_base + TRAMPOLINE_OFFSET + index * TRAMPOLINE_SIZE;
+        let mut code = decoded.bytes_at(at).ok_or_else(|| {
+            format!(
+                "its first instruction `{}` cannot be displaced (it changes control flow, or \
+                 its RIP-relative operand is out of the trampoline's reach)",
+                decoded.text
+            )
+        })?;
+        code.extend_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip+0]
+        code.extend_from_slice(&decoded.next_ip().to_le_bytes());
+        if code.len() as u64 > TRAMPOLINE_SIZE {
+            return Err(format!(
+                "its first instruction `{}` does not fit a trampoline",
+                decoded.text
+            ));
+        }
+        self.mem
+            .write_at(&code, at)
+            .map_err(|e| format!("cannot write its trampoline: {e}"))?;
+        Ok(at)
+    }
+
+    /// At the end of a call (however it ends): puts the allocator's bytes
+    /// back and returns the calls recorded.
+    pub(super) fn disarm_allocator(&mut self) -> Vec<Allocation> {
+        if self.heap.armed {
+            self.heap.armed = false;
+            for span in &self.heap.spans {
+                if let Err(err) = self.mem.write_at(&span.original, span.start) {
+                    report(format_args!(
+                        "cannot remove the allocator's breakpoints at {:#x}: {err}",
+                        span.start
+                    ));
+                }
+            }
+        }
+        self.heap.native_blocks.clear();
+        std::mem::take(&mut self.heap.recorded)
+    }
+
+    /// A SIGTRAP of `tid`: if it is at an allocator breakpoint or the return
+    /// trap, handles it and returns true.
+    pub(super) fn on_alloc_trap(&mut self, tid: pid_t) -> bool {
+        if self.heap.entries.is_empty() {
+            return false;
+        }
+        let Ok(mut regs) = self.pt.getregs(tid) else {
+            return false;
+        };
+        let at = regs.rip.wrapping_sub(1);
+        if at == self.stub_base + RETURN_TRAP_OFFSET {
+            return self.on_alloc_return(tid, regs);
+        }
+        let Some(entry) = self.heap.entry_at(at).cloned() else {
+            return false;
+        };
+        let Some(trampoline) = entry.trampoline else {
+            return false;
+        };
+        let of_call = self.is_call_thread(tid);
+        if let Some(call) = &mut self.call
+            && of_call
+        {
+            call.stats.allocator_stops += 1;
+        }
+        self.restore_signal_state(tid);
+        let nested = self
+            .threads
+            .get(&tid)
+            .is_some_and(|t| !t.alloc_returns.is_empty());
+        let in_call = self.heap.armed && !nested && of_call;
+        let mut slot = [0u8; 8];
+        let ret = match self.mem.read_at(&mut slot, regs.rsp) {
+            Ok(8) if in_call => Some(u64::from_le_bytes(slot)),
+            _ => None,
+        };
+        let Some(ret) = ret else {
+            // Not recorded: continue in the trampoline.
+            regs.rip = trampoline;
+            self.ok(tid, |pt| pt.setregs(tid, &regs));
+            self.resume(tid, 0);
+            return true;
+        };
+        let args = [regs.rdi, regs.rsi, regs.rdx];
+        if entry.function.takes_block()
+            && let Some(foreign) = self.foreign_block(regs.rdi)
+        {
+            // Not executed: return to the caller at once.
+            let pending = PendingReturn {
+                function: entry.function,
+                args,
+                ret,
+                recorded: true,
+            };
+            self.record_allocation(tid, &pending, 0, Some(foreign));
+            regs.rip = ret;
+            regs.rsp += 8;
+            if entry.function != AllocFn::Free {
+                regs.rax = 0;
+            }
+            self.ok(tid, |pt| pt.setregs(tid, &regs));
+            self.resume(tid, 0);
+            return true;
+        }
+        let pending = PendingReturn {
+            function: entry.function,
+            args,
+            ret,
+            recorded: true,
+        };
+        if entry.function == AllocFn::Free {
+            self.record_allocation(tid, &pending, 0, None);
+        } else {
+            let trap = self.stub_base + RETURN_TRAP_OFFSET;
+            if self.mem.write_at(&trap.to_le_bytes(), regs.rsp).ok() == Some(8) {
+                self.thread_mut(tid).alloc_returns.push(pending);
+            } else {
+                report(format_args!(
+                    "cannot follow `{}` of thread {tid}: its stack at {:#x} cannot be written",
+                    entry.function, regs.rsp
+                ));
+            }
+        }
+        regs.rip = trampoline;
+        self.ok(tid, |pt| pt.setregs(tid, &regs));
+        self.resume(tid, 0);
+        true
+    }
+
+    /// True if `tid` is a thread of the call: the caller, a thread created
+    /// during the call whose clone event was seen, or a thread of the test
+    /// process that did not exist when the call started (its parent's clone
+    /// event may not have been seen yet). Never a thread of another process
+    /// (a forked child runs the allocator's breakpoints too).
+    fn is_call_thread(&self, tid: pid_t) -> bool {
+        let Some(call) = &self.call else { return false };
+        call.threads.contains(&tid)
+            || (!self.heap.threads_at_start.contains(&tid)
+                && !self.foreign.contains(&tid)
+                && std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists())
+    }
+
+    /// `tid` returned from a recorded allocator call into the return trap.
+    fn on_alloc_return(&mut self, tid: pid_t, mut regs: user_regs_struct) -> bool {
+        let Some(pending) = self
+            .threads
+            .get_mut(&tid)
+            .and_then(|t| t.alloc_returns.pop())
+        else {
+            return false;
+        };
+        if let Some(call) = &mut self.call
+            && pending.recorded
+        {
+            call.stats.allocator_stops += 1;
+        }
+        self.restore_signal_state(tid);
+        let result = if pending.function == AllocFn::PosixMemalign {
+            let mut block = [0u8; 8];
+            match self.mem.read_at(&mut block, pending.args[0]) {
+                Ok(8) if regs.rax == 0 => u64::from_le_bytes(block),
+                _ => 0,
+            }
+        } else {
+            regs.rax
+        };
+        if pending.recorded && self.call.is_some() {
+            self.record_allocation(tid, &pending, result, None);
+        }
+        regs.rip = pending.ret;
+        self.ok(tid, |pt| pt.setregs(tid, &regs));
+        self.resume(tid, 0);
+        true
+    }
+
+    /// Adds one allocator call to the call's record.
+    fn record_allocation(
+        &mut self,
+        tid: pid_t,
+        p: &PendingReturn,
+        result: u64,
+        foreign: Option<ForeignFree>,
+    ) {
+        let site = self.call_site(p.ret);
+        let Some(call) = &self.call else { return };
+        let [a0, a1, a2] = p.args;
+        let (size, align, ptr) = match p.function {
+            AllocFn::Malloc => (a0, 0, 0),
+            AllocFn::Calloc => (a0.saturating_mul(a1), 0, 0),
+            AllocFn::Realloc => (a1, 0, a0),
+            AllocFn::Reallocarray => (a1.saturating_mul(a2), 0, a0),
+            AllocFn::Free => (0, 0, a0),
+            AllocFn::PosixMemalign => (a2, a1, 0),
+            AllocFn::AlignedAlloc | AllocFn::Memalign => (a1, a0, 0),
+            AllocFn::Valloc => (a0, crate::layout::PAGE_SIZE as u64, 0),
+        };
+        let after_accesses = call.accesses.len();
+        self.heap.recorded.push(Allocation {
+            function: p.function,
+            size,
+            align,
+            ptr,
+            result,
+            site,
+            tid,
+            after_accesses,
+            foreign,
+        });
+    }
+
+    /// The calling instruction of return address `ret` (`ret` itself when
+    /// the bytes before it are not a call).
+    fn call_site(&mut self, ret: u64) -> u64 {
+        if let Some(&site) = self.heap.sites.get(&ret) {
+            return site;
+        }
+        let mut before = [0u8; 8];
+        let site = match self.mem.read_at(&mut before, ret.wrapping_sub(8)) {
+            Ok(8) => insn::call_ending_at(ret, &before).unwrap_or(ret),
+            _ => ret,
+        };
+        self.heap.sites.insert(ret, site);
+        site
+    }
+
+    /// If freeing `p` would free memory the allocator does not own (a
+    /// buffer's bytes, a tracked range that is not a block native code
+    /// allocated, a dropped buffer), what it points into.
+    fn foreign_block(&self, p: u64) -> Option<ForeignFree> {
+        if p == 0 {
+            return None;
+        }
+        let call = self.call.as_ref()?;
+        for r in &call.regions {
+            let offset = (i128::from(p) - i128::from(r.start)) as i64;
+            match r.kind {
+                RegionKind::Buffer if p >= r.span_start && p < r.span_end() => {
+                    return Some(ForeignFree {
+                        region: Some(r.id),
+                        name: r.name.clone(),
+                        buffer: true,
+                        offset,
+                    });
+                }
+                RegionKind::Tracked if p >= r.start && p < r.end().max(r.start + 1) => {
+                    let native = self.heap.native_blocks.contains(&p)
+                        || live_after(&self.heap.recorded).contains_key(&p);
+                    if !native {
+                        return Some(ForeignFree {
+                            region: Some(r.id),
+                            name: r.name.clone(),
+                            buffer: false,
+                            offset,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.in_buffer_range(p) {
+            let dropped = self
+                .dropped
+                .iter()
+                .find(|d| p >= d.span_start && p < d.span_start + d.span_len);
+            return Some(ForeignFree {
+                region: None,
+                name: dropped.map_or_else(
+                    || "(none: the buffers' reserved range)".to_owned(),
+                    |d| format!("{} (dropped)", d.name),
+                ),
+                buffer: true,
+                offset: dropped.map_or(0, |d| (i128::from(p) - i128::from(d.start)) as i64),
+            });
+        }
+        None
+    }
+}
