@@ -19,7 +19,7 @@ pub(crate) struct BufferInner {
 /// call every access to it (out-of-bounds ones included) is recorded;
 /// outside calls it is ordinary memory.
 ///
-/// A `Buffer` is an owned value: it does not borrow the [`Tracer`].
+/// A `Buffer` is an owned value: it does not borrow the [`Tracer`](crate::Tracer).
 ///
 /// ```no_run
 /// # fn demo(t: &mut traced_ffi::Tracer) {

@@ -1,14 +1,14 @@
 //! Calls of the process's allocator made during a traced call: what was
 //! asked for, what came back, from where. The supervisor records them (see
 //! `supervisor/allocator.rs`); the test process reads them from the
-//! [`Trace`].
+//! `Trace` (`Trace::allocations`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{RegionId, Trace};
+use super::region::RegionId;
 
 /// An allocator entry point whose calls are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,37 +162,6 @@ pub fn live_after<'a>(
         }
     }
     live
-}
-
-impl Trace {
-    /// The allocator calls native code made during the call, in order (see
-    /// [`Allocation::after_accesses`] for their place among the accesses).
-    /// Calls an allocator function makes itself (`realloc` calling
-    /// `malloc`) are not listed; `strdup`'s `malloc` is.
-    pub fn allocations(&self) -> &[Allocation] {
-        &self.allocations
-    }
-
-    /// The blocks allocated during the call and not freed by its end, in
-    /// address order.
-    pub fn unfreed(&self) -> Vec<&Allocation> {
-        live_after(&self.allocations).into_values().collect()
-    }
-
-    /// The `free`/`realloc` calls on memory the allocator does not own
-    /// (buffers, tracked ranges): not executed, and a failure of
-    /// `Tracer::call` unless the test allows them.
-    pub fn foreign_frees(&self) -> Vec<&Allocation> {
-        self.allocations
-            .iter()
-            .filter(|a| a.foreign.is_some())
-            .collect()
-    }
-
-    /// Sets the allocations (used by the supervisor).
-    pub(crate) fn set_allocations(&mut self, allocations: Vec<Allocation>) {
-        self.allocations = allocations;
-    }
 }
 
 /// One line for an allocation: `malloc(16) = 0x5555… at make+0x12 (c/alloc.c:7)`.

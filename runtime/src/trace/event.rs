@@ -9,22 +9,7 @@ use serde::{Deserialize, Serialize};
 /// At most this many bytes of an access's value are kept in [`Access::bytes`].
 pub const MAX_RECORDED_BYTES: usize = 64;
 
-/// Identifies one region (a guarded buffer or a tracked range) within a
-/// process. Ids are never reused while the process lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RegionId(pub u32);
-
-/// Anything that names a region: a `Buffer`, a tracked range, or the id.
-pub trait Region {
-    /// The region's id.
-    fn region_id(&self) -> RegionId;
-}
-
-impl Region for RegionId {
-    fn region_id(&self) -> RegionId {
-        *self
-    }
-}
+pub use super::region::{Region, RegionId};
 
 /// How a region's memory was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -688,6 +673,39 @@ impl FromIterator<Range<usize>> for RangeSet {
             set.insert(r);
         }
         set
+    }
+}
+
+impl Trace {
+    /// The allocator calls native code made during the call, in order (see
+    /// [`Allocation::after_accesses`](super::alloc::Allocation::after_accesses) for their place among the accesses).
+    /// Calls an allocator function makes itself (`realloc` calling
+    /// `malloc`) are not listed; `strdup`'s `malloc` is.
+    pub fn allocations(&self) -> &[super::alloc::Allocation] {
+        &self.allocations
+    }
+
+    /// The blocks allocated during the call and not freed by its end, in
+    /// address order.
+    pub fn unfreed(&self) -> Vec<&super::alloc::Allocation> {
+        super::alloc::live_after(&self.allocations)
+            .into_values()
+            .collect()
+    }
+
+    /// The `free`/`realloc` calls on memory the allocator does not own
+    /// (buffers, tracked ranges): not executed, and a failure of
+    /// `Tracer::call` unless the test allows them.
+    pub fn foreign_frees(&self) -> Vec<&super::alloc::Allocation> {
+        self.allocations
+            .iter()
+            .filter(|a| a.foreign.is_some())
+            .collect()
+    }
+
+    /// Sets the allocations (used by the supervisor).
+    pub(crate) fn set_allocations(&mut self, allocations: Vec<super::alloc::Allocation>) {
+        self.allocations = allocations;
     }
 }
 

@@ -11,5 +11,6 @@ pub(crate) mod alloc;
 pub(crate) mod contract;
 pub(crate) mod event;
 pub(crate) mod mapped;
+pub(crate) mod region;
 pub(crate) mod snapshot;
 pub(crate) mod symbols;
