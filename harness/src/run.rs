@@ -69,18 +69,32 @@ pub fn main() -> ! {
 /// All selected tests in this process, under one supervisor.
 fn run_in_process(args: &Arguments, tests: &[&'static TestDesc]) -> ! {
     let trials: Vec<Trial> = tests.iter().map(|&t| trial(t)).collect();
-    let will_run = !args.list
-        && trials.iter().any(|trial| {
-            !args.is_filtered_out(trial)
-                && !args.is_ignored(trial)
-                && (!args.ignored || trial.has_ignored_flag())
-        });
-    if will_run {
+    let selected = if args.list {
+        0
+    } else {
+        trials
+            .iter()
+            .filter(|trial| {
+                !args.is_filtered_out(trial)
+                    && !args.is_ignored(trial)
+                    && (!args.ignored || trial.has_ignored_flag())
+            })
+            .count()
+    };
+    if selected > 0 {
         start_tracing();
     } else {
         traced_ffi_runtime::run_untraced("no traced test was selected to run");
     }
-    libtest_mimic::run(args, trials).exit()
+    let mut args = args.clone();
+    if selected == 1 {
+        // One test (nextest runs each this way): run it on this thread.
+        // libtest-mimic's pool would start a worker that finds no work and
+        // exits while the test's call runs, and the allocations of its start
+        // and exit would be taken for the call's (see the README's limits).
+        args.test_threads = Some(1);
+    }
+    libtest_mimic::run(&args, trials).exit()
 }
 
 /// Each selected test in a child process of its own; this process is not
