@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{FromRawFd, RawFd};
 
-use crate::registry::{TESTS, TestDesc};
+use crate::registry::TESTS;
 use crate::runner::{RESULT_FD_ENV, RUN_ONE_ENV, VERDICT_FAILED, VERDICT_OK};
-use crate::test::{PanicText, run_test, start_tracing};
+use crate::test::{PanicText, run_on_named_thread, start_tracing};
 
 /// What the runner told this child process.
 pub(crate) struct Assignment {
@@ -81,7 +81,7 @@ pub(crate) fn run_assigned(mut assignment: Assignment) -> ! {
         )),
         Some(desc) => {
             start_tracing();
-            run_on_named_thread(desc)
+            run_on_named_thread(desc, PanicText::InOutput)
         }
     };
     let text = match &verdict {
@@ -97,18 +97,4 @@ pub(crate) fn run_assigned(mut assignment: Assignment) -> ! {
         std::process::exit(101);
     }
     std::process::exit(0)
-}
-
-/// Runs the test on a thread named after it, as libtest does, so that a
-/// panic message says `thread 'area::test_name' panicked`.
-fn run_on_named_thread(desc: &'static TestDesc) -> Result<(), String> {
-    let spawned = std::thread::Builder::new()
-        .name(desc.full_name())
-        .spawn(move || run_test(desc, PanicText::InOutput));
-    match spawned {
-        Err(e) => Err(format!("cannot start the test's thread: {e}")),
-        Ok(handle) => handle
-            .join()
-            .unwrap_or_else(|_| Err("the test's thread panicked outside the test".to_owned())),
-    }
 }

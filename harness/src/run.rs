@@ -10,7 +10,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::registry::{TESTS, TestDesc};
 use crate::runner::{self, Capture};
-use crate::test::{PanicText, run_test, start_tracing};
+use crate::test::{PanicText, run_on_named_thread, run_test, start_tracing};
 use crate::timeout::{self, Limit};
 
 /// Set to `1`, the tests run in this process, under one supervisor, as
@@ -87,12 +87,16 @@ fn run_in_process(args: &Arguments, tests: &[&'static TestDesc]) -> ! {
         traced_ffi_runtime::run_untraced("no traced test was selected to run");
     }
     let mut args = args.clone();
+    let mut trials = trials;
     if selected == 1 {
-        // One test (nextest runs each this way): run it on this thread.
-        // libtest-mimic's pool would start a worker that finds no work and
-        // exits while the test's call runs, and the allocations of its start
-        // and exit would be taken for the call's (see the README's limits).
+        // One test (nextest runs each this way): libtest-mimic's pool would
+        // start a worker that finds no work and exits while the test's call
+        // runs, and the allocations of its start and exit would be taken for
+        // the call's (see the README's limits). So no pool: the test runs on
+        // a thread of its own started before any call, as in a runner's child
+        // (the process has two threads either way, as glibc sees it).
         args.test_threads = Some(1);
+        trials = tests.iter().map(|&t| trial_on_own_thread(t)).collect();
     }
     libtest_mimic::run(&args, trials).exit()
 }
@@ -192,6 +196,13 @@ fn print_passed_output() {
             output.trim_end_matches('\n')
         );
     }
+}
+
+fn trial_on_own_thread(desc: &'static TestDesc) -> Trial {
+    Trial::test(desc.full_name(), move || {
+        run_on_named_thread(desc, PanicText::InMessage).map_err(Failed::from)
+    })
+    .with_ignored_flag(desc.ignore)
 }
 
 fn trial(desc: &'static TestDesc) -> Trial {

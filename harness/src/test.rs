@@ -93,3 +93,20 @@ fn judge(
         }
     }
 }
+
+/// Runs the test on a thread named after it, as libtest does, so that a
+/// panic message says `thread 'area::test_name' panicked`.
+pub(crate) fn run_on_named_thread(
+    desc: &'static TestDesc,
+    panic_text: PanicText,
+) -> Result<(), String> {
+    let spawned = std::thread::Builder::new()
+        .name(desc.full_name())
+        .spawn(move || run_test(desc, panic_text));
+    match spawned {
+        Err(e) => Err(format!("cannot start the test's thread: {e}")),
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err("the test's thread panicked outside the test".to_owned())),
+    }
+}
