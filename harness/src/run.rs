@@ -12,6 +12,7 @@ use crate::registry::{TESTS, TestDesc};
 use crate::runner::{self, Capture};
 use crate::test::{PanicText, run_on_named_thread, run_test, start_tracing};
 use crate::timeout::{self, Limit};
+use crate::tracer::error_chain;
 
 /// Set to `1`, the tests run in this process, under one supervisor, as
 /// threads of libtest-mimic (no containment, no timeouts, no capture):
@@ -142,9 +143,9 @@ fn run_one_in_child(
 ) -> Result<(), Failed> {
     let outcome = runner::run_in_child(desc, limit, capture).map_err(|e| {
         Failed::from(format!(
-            "test `{}`: the runner failed to {e}{}",
+            "test `{}`: the runner failed to {}",
             desc.full_name(),
-            error_sources(&e)
+            error_chain(&e)
         ))
     })?;
     match outcome.result {
@@ -165,17 +166,6 @@ fn run_one_in_child(
         )
         .into()),
     }
-}
-
-/// `: cause: cause` for an error's chain of sources.
-fn error_sources(e: &dyn std::error::Error) -> String {
-    let mut text = String::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// `--show-output`: the output of the tests that passed, after the summary

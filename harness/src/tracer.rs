@@ -489,7 +489,7 @@ fn foreign_free_message(a: &Allocation) -> String {
 }
 
 /// `error: cause: cause` on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

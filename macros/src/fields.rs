@@ -100,8 +100,8 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             );
         }
     });
-    // Unsafe trait: every field's type implements it too (the calls below
-    // require it), so every bit pattern of the struct is a valid value.
+    // SAFETY (of the impl below): every field's type implements the unsafe
+    // trait too (the calls require it): every bit pattern is a valid value.
     Ok(quote! {
         unsafe impl #krate::Fields for #ident {
             fn fields() -> ::std::vec::Vec<#krate::Field> {

@@ -32,6 +32,10 @@ pub(super) struct Call {
     pub(super) stats: Stats,
     /// The supervisor's ptrace request count when the call started.
     pub(super) requests_at_start: u64,
+    /// Indices of accesses out of their region's bytes that the current
+    /// fault recorded and that wait for their caller chain (see
+    /// `Supervisor::note_callers_of_out_of_bounds`).
+    pub(super) out_of_bounds: Vec<usize>,
     /// Whether a report already listed this call's accesses (see
     /// `postmortem`), so that the report of a death does not repeat them.
     pub(super) accesses_shown: bool,
@@ -63,6 +67,7 @@ impl Call {
                 ..Stats::default()
             },
             requests_at_start,
+            out_of_bounds: Vec::new(),
             accesses_shown: false,
         }
     }

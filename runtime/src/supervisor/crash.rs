@@ -22,21 +22,13 @@ impl Supervisor {
         let Ok(regs) = self.pt.getregs(tid) else {
             return;
         };
-        let mut insn = [0u8; MAX_INSN_LEN];
-        let n = self.mem.read_at(&mut insn, regs.rip).unwrap_or(0);
-        let text = if n == 0 {
-            "(instruction not readable)".to_owned()
-        } else {
-            decode(regs.rip, &insn[..n]).text
-        };
-        let place =
-            symbolize_in(self.child, regs.rip).unwrap_or_else(|| format!("{:#x}", regs.rip));
+        let code = self.code_at(regs.rip);
         let during = during(self.call.as_ref());
         let what = describe_cause(signal, info);
         let accesses = self.accesses_so_far();
         let dropped = self.dropped_buffer_at(signal, info);
         report(format_args!(
-            "{during}: native code in thread {tid} got signal {}{what}\n  at {place}: {text}\n  \
+            "{during}: native code in thread {tid} got signal {}{what}\n  at {code}\n  \
              rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x} rsp={:#x}\n  \
              r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x} \
              rip={:#x} eflags={:#x}{dropped}{accesses}",
@@ -64,6 +56,24 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// `symbol+offset` of `ip` in the test process (its address when no
+    /// symbol covers it).
+    pub(super) fn place_of(&self, ip: u64) -> String {
+        symbolize_in(self.child, ip).unwrap_or_else(|| format!("{ip:#x}"))
+    }
+
+    /// `f+0x4: mov [rdi],dl`: where `ip` is and the instruction there.
+    pub(super) fn code_at(&self, ip: u64) -> String {
+        let mut insn = [0u8; MAX_INSN_LEN];
+        let n = self.mem.read_at(&mut insn, ip).unwrap_or(0);
+        let text = if n == 0 {
+            "(instruction not readable)".to_owned()
+        } else {
+            decode(ip, &insn[..n]).text
+        };
+        format!("{}: {text}", self.place_of(ip))
+    }
+
     /// For a fault on a page of a dropped buffer (in quarantine), a line
     /// naming it: native code kept a pointer to memory the test freed.
     fn dropped_buffer_at(&self, signal: c_int, info: &libc::siginfo_t) -> String {

@@ -70,7 +70,10 @@ impl Supervisor {
         // The bytes each operand reads, read once: for the record and for an
         // emulated load.
         let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.before.len());
-        let first_new = self.call.as_ref().map_or(0, |c| c.accesses.len());
+        if let Some(call) = &mut self.call {
+            // Only this fault's operands get this fault's callers.
+            call.out_of_bounds.clear();
+        }
         for op in &plan.before {
             let read = op
                 .kinds
@@ -82,7 +85,7 @@ impl Supervisor {
             }
             before.push(read);
         }
-        self.note_callers_of_out_of_bounds(first_new, &regs);
+        self.note_callers_of_out_of_bounds(&regs);
         if plan.after.is_none()
             && let ([op], [read]) = (plan.before.as_slice(), before.as_slice())
             && self.execute_emulated(tid, &decoded, op, read.as_deref(), regs, pending_before)

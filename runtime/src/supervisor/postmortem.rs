@@ -12,19 +12,15 @@
 //!   (`report.rs`) only sets a flag; the supervisor sees it when `waitid`
 //!   returns `EINTR`, so it never polls.
 
-use std::os::unix::fs::FileExt;
-
 use libc::pid_t;
 
 use super::cause::{describe_end, during};
 use super::core::Supervisor;
 use super::ptrace::{self, WaitEvent};
 use super::report::report;
-use crate::decode::insn::{MAX_INSN_LEN, decode};
 use crate::decode::syscalls;
 use crate::protocol::REPORTED_EXIT_CODE;
 use crate::trace::event::Trace;
-use crate::trace::symbols::symbolize_in;
 
 /// At most this many accesses (the last ones) are listed in a report.
 const MAX_ACCESS_ROWS: usize = 16;
@@ -130,15 +126,7 @@ impl Supervisor {
         let Ok(regs) = self.pt.getregs(tid) else {
             return format!("thread {tid}{role}: not stopped, registers unavailable");
         };
-        let mut insn = [0u8; MAX_INSN_LEN];
-        let n = self.mem.read_at(&mut insn, regs.rip).unwrap_or(0);
-        let text = if n == 0 {
-            "(instruction not readable)".to_owned()
-        } else {
-            decode(regs.rip, &insn[..n]).text
-        };
-        let place =
-            symbolize_in(self.child, regs.rip).unwrap_or_else(|| format!("{:#x}", regs.rip));
+        let code = self.code_at(regs.rip);
         // orig_rax is the system call number while the thread is in one, and
         // -1 otherwise.
         let in_syscall = match i64::try_from(regs.orig_rax) {
@@ -151,11 +139,8 @@ impl Supervisor {
         let callers: String = self
             .callers(&regs)
             .into_iter()
-            .map(|ret| {
-                let at = symbolize_in(self.child, ret).unwrap_or_else(|| format!("{ret:#x}"));
-                format!("\n      called from {at}")
-            })
+            .map(|ret| format!("\n      called from {}", self.place_of(ret)))
             .collect();
-        format!("thread {tid}{role} at {place}: {text}{in_syscall}{callers}")
+        format!("thread {tid}{role} at {code}{in_syscall}{callers}")
     }
 }

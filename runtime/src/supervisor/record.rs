@@ -91,6 +91,11 @@ impl Supervisor {
                     len: shown,
                 });
             }
+            // An instruction's access out of the region's bytes gets its
+            // callers once the fault's operands are recorded (`on_fault`).
+            if origin.syscall.is_none() && (start < region.start || start + len > region.end()) {
+                call.out_of_bounds.push(call.accesses.len());
+            }
             call.accesses.push(Access {
                 kind,
                 region: Some(region.id),
@@ -106,30 +111,19 @@ impl Supervisor {
         }
     }
 
-    /// Attaches the native caller chain (see `backtrace`) to the accesses
-    /// recorded since index `first` that fall outside their region.
-    pub(super) fn note_callers_of_out_of_bounds(&mut self, first: usize, regs: &user_regs_struct) {
-        let Some(call) = &self.call else { return };
-        let out_of_bounds: Vec<usize> = call
-            .accesses
-            .iter()
-            .enumerate()
-            .skip(first)
-            .filter(|(_, a)| {
-                a.region
-                    .and_then(|id| call.regions.iter().find(|r| r.id == id))
-                    .is_some_and(|r| {
-                        a.offset < 0 || a.offset as i128 + a.len as i128 > r.len as i128
-                    })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if out_of_bounds.is_empty() {
+    /// Attaches the native caller chain (see `backtrace`) to the
+    /// out-of-bounds accesses this fault recorded (`Call::out_of_bounds`).
+    pub(super) fn note_callers_of_out_of_bounds(&mut self, regs: &user_regs_struct) {
+        if self
+            .call
+            .as_ref()
+            .is_none_or(|c| c.out_of_bounds.is_empty())
+        {
             return;
         }
         let callers = self.callers(regs);
         if let Some(call) = &mut self.call {
-            for i in out_of_bounds {
+            for i in std::mem::take(&mut call.out_of_bounds) {
                 if let Some(a) = call.accesses.get_mut(i) {
                     a.callers.clone_from(&callers);
                 }

@@ -26,6 +26,15 @@ use super::symbols::{describe_ip, source_location};
 /// Bytes per row of a byte map.
 const MAP_ROW: usize = 64;
 
+/// Fails the test with the explanation of a broken contract. Contracts are
+/// assertions: like `assert!`, a broken one panics at the caller's line
+/// (every contract method is `#[track_caller]`), and the message is the
+/// whole explanation.
+#[track_caller]
+fn contract_failed(msg: String) -> ! {
+    panic!("{msg}")
+}
+
 /// The contracts of one region in one trace; made by [`Trace::expect`].
 ///
 /// Each check panics with an explanation when the contract does not hold
@@ -73,14 +82,14 @@ impl Trace {
                 trace: self,
                 region: desc.clone(),
             },
-            None => panic!(
+            None => contract_failed(format!(
                 "contract on region {id:?}, which is not a region of this call (its regions: {})",
                 self.regions()
                     .iter()
                     .map(|r| format!("`{}`", r.name))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            )),
         }
     }
 
@@ -106,7 +115,7 @@ impl Trace {
             }
         }
         offending(self, &oob, &mut msg);
-        panic!("{msg}");
+        contract_failed(msg);
     }
 
     /// Checks that native code allocated no memory during the call (no
@@ -130,7 +139,7 @@ impl Trace {
             made.len()
         );
         allocation_lines(&made, &mut msg);
-        panic!("{msg}");
+        contract_failed(msg);
     }
 
     /// Checks that every block native code allocated during the call was
@@ -151,7 +160,7 @@ impl Trace {
             left.len()
         );
         allocation_lines(&left, &mut msg);
-        panic!("{msg}");
+        contract_failed(msg);
     }
 
     /// Checks that native code freed (or reallocated) no memory it did not
@@ -184,7 +193,7 @@ impl Trace {
             given.len()
         );
         allocation_lines(&given, &mut msg);
-        panic!("{msg}");
+        contract_failed(msg);
     }
 }
 
@@ -218,7 +227,7 @@ impl Expect<'_> {
         }
         byte_map(self.trace, &self.region, &mut msg);
         offending(self.trace, offending_accesses, &mut msg);
-        panic!("{msg}");
+        contract_failed(msg);
     }
 
     fn written_or_maybe(&self) -> RangeSet {

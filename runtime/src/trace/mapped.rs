@@ -47,10 +47,10 @@ impl MappedFile {
         if self.len == 0 {
             return &[];
         }
-        // SAFETY: the mapping is `len` readable bytes and lives as long as
-        // `self`. The files mapped are executables and libraries the process
-        // runs, which are replaced (renamed over), not written in place, while
-        // in use; a file truncated meanwhile would fault (SIGBUS), not alias.
+        // The files mapped are executables and libraries the process runs, which
+        // are replaced (renamed over), not written in place, while in use; a file
+        // truncated meanwhile would fault (SIGBUS), not alias.
+        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
 }
