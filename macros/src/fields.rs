@@ -100,9 +100,9 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             );
         }
     });
-    // SAFETY (of the impl below): every field's type implements the unsafe
-    // trait too (the calls require it): every bit pattern is a valid value.
     Ok(quote! {
+        // SAFETY: every field's type implements the unsafe trait too (the
+        // calls below require it): every bit pattern is a valid value.
         unsafe impl #krate::Fields for #ident {
             fn fields() -> ::std::vec::Vec<#krate::Field> {
                 let mut fields = ::std::vec::Vec::new();
