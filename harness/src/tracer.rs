@@ -81,6 +81,8 @@ pub struct Tracer {
     allow_foreign_free: bool,
     /// Whether calls record the allocator's calls.
     trace_allocations: bool,
+    /// Whether hot loops may run in the code cache.
+    code_cache: bool,
     /// Blocks native code allocated in this test's calls and has not freed
     /// (as far as the calls saw), by address.
     live: BTreeMap<u64, Allocation>,
@@ -99,6 +101,7 @@ impl Tracer {
             allow_unsupported: false,
             allow_foreign_free: false,
             trace_allocations: true,
+            code_cache: true,
             live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
@@ -301,6 +304,21 @@ impl Tracer {
             .retain(|e| !matches!(e, Entry::Tracked { desc, .. } if desc.id == tracked.id));
     }
 
+    /// Lets hot code run in the code cache (the default): an instruction
+    /// that faults a second time has the loop around it translated into
+    /// code that records its own accesses, one stop per entry into the loop
+    /// instead of one per access. The trace is the same either way; `false`
+    /// forces the per-instruction path for this tracer's calls, as the
+    /// environment variable `TRACED_FFI_CACHE=off` does for the process.
+    ///
+    /// ```no_run
+    /// # let mut t = traced_ffi::Tracer::new("doc");
+    /// t.use_code_cache(false);
+    /// ```
+    pub fn use_code_cache(&mut self, on: bool) {
+        self.code_cache = on;
+    }
+
     /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)
     /// entries return normally instead of failing the test.
     pub fn allow_unsupported(&mut self, allow: bool) {
@@ -429,7 +447,14 @@ impl Tracer {
             enabled: self.trace_allocations,
             native_blocks: self.live.keys().copied().collect(),
         };
-        let active = traced_ffi_runtime::begin_call(&self.test, &call, regions, restore, alloc)?;
+        let active = traced_ffi_runtime::begin_call(
+            &self.test,
+            &call,
+            regions,
+            restore,
+            alloc,
+            self.code_cache,
+        )?;
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let trace = active.end();
         drop(alive);

@@ -10,8 +10,8 @@ use std::io;
 use std::os::unix::net::UnixStream;
 
 use crate::layout::{
-    CLIENT_GADGET, CLIENT_GADGET_OFFSET, GADGET, GADGET_OFFSET, RETURN_TRAP, RETURN_TRAP_OFFSET,
-    STUB_AREA_SIZE,
+    CACHE_GUARD_OFFSET, CLIENT_GADGET, CLIENT_GADGET_OFFSET, GADGET, GADGET_OFFSET, PAGE_SIZE,
+    RETURN_TRAP, RETURN_TRAP_OFFSET, STUB_AREA_SIZE, THREAD_SLOTS, cache_slot_base,
 };
 use crate::supervisor;
 pub use crate::tracee::start::Launched;
@@ -88,6 +88,15 @@ fn map_stub_area() -> io::Result<u64> {
             RETURN_TRAP.len(),
         )
     };
+    for slot in 0..THREAD_SLOTS {
+        let guard = cache_slot_base(p as u64, slot) + CACHE_GUARD_OFFSET;
+        // SAFETY: the guard page lies inside the stub area just mapped; no
+        // code of this process uses it (the translated code of the code
+        // cache appends to the log before it and faults here when it is full).
+        if unsafe { libc::mprotect(guard as *mut libc::c_void, PAGE_SIZE, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     Ok(p as u64)
 }
 

@@ -15,6 +15,15 @@
 //!   last page         +0x000 futex shadow words (see supervisor/futex.rs)
 //!                     +0x800 trampolines: the allocator entries' displaced first
 //!                            instructions, each followed by a jump back
+//!   from CACHE_OFFSET: one CACHE_SLOT_SIZE code-cache slot per thread slot
+//!     (see supervisor/cache/):
+//!     +0x0000 DATA    spill cells, the log pointer, the budget, the exit
+//!                     target, the flag that makes exits trap
+//!     +0x1000 LOG     the access log the translated code appends to
+//!     then    GUARD   one PROT_NONE page: a full log faults there
+//!     then    GATES   the code that opens the call's pages and jumps into
+//!                     the cache, and the code that closes them on the way out
+//!     then    CODE    translated blocks
 //!
 //! buffer reservation (1 << RESERVATION_SHIFT bytes, aligned to its size, PROT_NONE)
 //!   every Buffer's span is carved from it (see tracee/arena.rs), so the
@@ -70,9 +79,37 @@ pub(crate) const TRAMPOLINE_SIZE: u64 = 32;
 pub(crate) const RETURN_TRAP_OFFSET: u64 = 0x70;
 /// Its byte: `int3`.
 pub(crate) const RETURN_TRAP: [u8; 1] = [0xcc];
+/// Offset of the first code-cache slot in the stub area.
+pub(crate) const CACHE_OFFSET: u64 = 2 << 20;
+/// One thread slot's code cache: data page, log, guard page, gates, code.
+pub(crate) const CACHE_SLOT_SIZE: u64 = 2 << 20;
+/// Offset of the access log in a cache slot.
+pub(crate) const CACHE_LOG_OFFSET: u64 = 0x1000;
+/// Bytes of access log in a cache slot.
+pub(crate) const CACHE_LOG_SIZE: u64 = 512 << 10;
+/// Offset of the log's guard page in a cache slot.
+pub(crate) const CACHE_GUARD_OFFSET: u64 = CACHE_LOG_OFFSET + CACHE_LOG_SIZE;
+/// Offset of the gates (open and close the call's pages) in a cache slot.
+pub(crate) const CACHE_GATES_OFFSET: u64 = CACHE_GUARD_OFFSET + PAGE_SIZE as u64;
+/// Bytes reserved for each of the two gates.
+pub(crate) const CACHE_GATE_SIZE: u64 = 0x2000;
+/// Offset of the translated code in a cache slot.
+pub(crate) const CACHE_CODE_OFFSET: u64 = CACHE_GATES_OFFSET + 2 * CACHE_GATE_SIZE;
 /// Size of the stub area (mapped aligned to its size, so the seccomp filter
-/// can tell an instruction address in it by its upper bits).
-pub(crate) const STUB_AREA_SIZE: usize = SLOT_SIZE * SLOTS;
+/// can tell an instruction address in it by its upper bits): the slots, and
+/// a code-cache slot per thread slot.
+pub(crate) const STUB_AREA_SIZE: usize =
+    (CACHE_OFFSET + CACHE_SLOT_SIZE * THREAD_SLOTS as u64).next_power_of_two() as usize;
+
+/// The base address of the code-cache slot of thread slot `slot`.
+pub(crate) fn cache_slot_base(stub_base: u64, slot: usize) -> u64 {
+    stub_base + CACHE_OFFSET + CACHE_SLOT_SIZE * slot as u64
+}
+
+/// True if `ip` lies in the code-cache part of the stub area at `stub_base`.
+pub(crate) fn is_in_cache(stub_base: u64, ip: u64) -> bool {
+    ip >= stub_base + CACHE_OFFSET && ip < stub_base + STUB_AREA_SIZE as u64
+}
 /// Offset of the register save area in a slot (6 slots of 8 bytes).
 pub(crate) const SAVE_OFFSET: u64 = 0;
 /// Offset of the `syscall; int3` gadget.
@@ -99,7 +136,7 @@ pub(crate) fn slot_base(stub_base: u64, slot: usize) -> u64 {
 /// at `stub_base`.
 pub(crate) fn is_in_stub_code(stub_base: u64, ip: u64) -> bool {
     ip >= stub_base
-        && ip < stub_base + STUB_AREA_SIZE as u64
+        && ip < stub_base + (SLOT_SIZE * SLOTS) as u64
         && (ip - stub_base) % SLOT_SIZE as u64 >= CODE_OFFSET
 }
 

@@ -111,6 +111,9 @@ pub(crate) struct StartCall {
     /// Blocks native code allocated in the test's earlier calls and did not
     /// free: freeing one is not foreign even when it is tracked.
     pub(crate) native_blocks: Vec<u64>,
+    /// Whether hot code may run translated (the code cache); off forces
+    /// the per-instruction path.
+    pub(crate) code_cache: bool,
 }
 
 /// The supervisor's answer to a request.
@@ -121,7 +124,7 @@ pub(crate) enum Reply {
     /// The request was refused, with the reason.
     Refused(String),
     /// The call's trace.
-    Trace(Trace),
+    Trace(Box<Trace>),
 }
 
 /// Writes one length-prefixed postcard frame.

@@ -234,6 +234,24 @@ pub(crate) fn check_paths(
     };
     let (emulated, stub) = (on(Path::Emulated), on(Path::Stub));
     let stats = trace.stats();
+    if stats.cache_entries > 0 {
+        // The code cache took the loop: every fault took a one-stop path
+        // or entered the cache, never more faults than without it.
+        let got = (
+            stats.faults,
+            stats.emulated + stats.stub_path + stats.cache_entries,
+            stats.step_path,
+            trace.unsupported().len(),
+        );
+        assert!(
+            got.0 == got.1 && got.2 == 0 && got.3 == 0 && got.0 <= emulated + stub,
+            "{file}:{line}: assert_paths!({expr}) failed with the code cache: (faults, \
+             emulated + stub + cache entries, step_path, unsupported) = {got:?}, at most {} \
+             faults expected ({executions:?})\ngot {stats:?}\ntrace:\n{trace}",
+            emulated + stub
+        );
+        return;
+    }
     let got = (
         stats.faults,
         stats.emulated,

@@ -55,6 +55,8 @@ fn isolated_emulated_moves_cost_one_stop_per_fault(t: &mut Tracer) {
     if !in_cost_child(t.test_name()) {
         return;
     }
+    // These are the costs of the per-instruction paths.
+    t.use_code_cache(false);
     for level in [&O0, &O2] {
         let mut buf = t.buffer("buf", N);
         // SAFETY: `buf` is valid for writes of N bytes.
@@ -70,6 +72,8 @@ fn isolated_stub_path_costs_one_stop_per_fault(t: &mut Tracer) {
     if !in_cost_child(t.test_name()) {
         return;
     }
+    // These are the costs of the per-instruction paths.
+    t.use_code_cache(false);
     let data = pattern(4 * N, 1);
     let buf = t.buffer_from("words", &data);
     let p = buf.as_ptr().cast::<u32>();
@@ -88,6 +92,8 @@ fn isolated_step_path_costs_four_stops_per_fault(t: &mut Tracer) {
     if !in_cost_child(t.test_name()) {
         return;
     }
+    // These are the costs of the per-instruction paths.
+    t.use_code_cache(false);
     t.allow_unsupported(true);
     let mut buf = t.buffer("buf", N);
     // SAFETY: `buf` is valid for writes of N bytes.

@@ -129,11 +129,20 @@ impl Row {
     }
 
     /// `a` as compared with `want`: the mnemonic only where `want` has one.
-    pub(crate) fn actual(a: &Access, want: Option<&Row>) -> Self {
+    /// The row of access `a`; `symbols` remembers each address's function
+    /// (long traces have few distinct instructions).
+    pub(crate) fn actual(
+        a: &Access,
+        want: Option<&Row>,
+        symbols: &mut std::collections::HashMap<u64, String>,
+    ) -> Self {
         let by = match &a.syscall {
             Some(name) if mnemonic(&a.insn) == "syscall" => By::Kernel(name.clone()),
             _ => By::Insn {
-                symbol: symbol_of(a.ip),
+                symbol: symbols
+                    .entry(a.ip)
+                    .or_insert_with(|| symbol_of(a.ip))
+                    .clone(),
                 mnemonic: match want.map(|w| &w.by) {
                     Some(By::Insn { mnemonic: None, .. }) => None,
                     _ => Some(mnemonic(&a.insn).to_owned()),
@@ -191,10 +200,11 @@ pub(crate) fn check_rows(
     file: &str,
     line: u32,
 ) {
+    let mut symbols = std::collections::HashMap::new();
     let got: Vec<Row> = got
         .iter()
         .enumerate()
-        .map(|(i, a)| Row::actual(a, want.get(i)))
+        .map(|(i, a)| Row::actual(a, want.get(i), &mut symbols))
         .collect();
     if want == got.as_slice() && !trace.is_incomplete() {
         return;

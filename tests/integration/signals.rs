@@ -333,15 +333,18 @@ fn a_new_thread_with_sigsegv_blocked_keeps_it_blocked_after_touching_a_traced_bu
 }
 
 #[traced_ffi]
-fn sigalrm_every_millisecond_during_10000_reads_loses_and_repeats_none(t: &mut Tracer) {
+fn sigalrm_every_millisecond_during_a_read_loop_loses_and_repeats_none(t: &mut Tracer) {
     isolated(t, |t| {
         const N: usize = 64;
-        const READS: usize = 10_000;
+        // Long enough for alarms to arrive: in the code cache a read costs
+        // tens of nanoseconds, on the per-instruction path microseconds.
+        let cache_off = std::env::var("TRACED_FFI_CACHE").as_deref() == Ok("off");
+        let reads: usize = if cache_off { 10_000 } else { 300_000 };
         let data = pattern(N, 9);
-        let want_sum: u32 = (0..READS).map(|i| u32::from(data[i % N])).sum();
+        let want_sum: u32 = (0..reads).map(|i| u32::from(data[i % N])).sum();
         let mut plain_runs: c_int = 0;
         // SAFETY: `data` is valid for reads of N bytes.
-        let sum = unsafe { fx::alarm_loop_sum(data.as_ptr(), N, READS, &mut plain_runs) };
+        let sum = unsafe { fx::alarm_loop_sum(data.as_ptr(), N, reads, &mut plain_runs) };
         assert_eq!(sum, want_sum);
 
         let buf = t.buffer_from("buf", &data);
@@ -349,14 +352,14 @@ fn sigalrm_every_millisecond_during_10000_reads_loses_and_repeats_none(t: &mut T
         let mut runs: c_int = 0;
         let rp = &raw mut runs;
         // SAFETY: `buf` is valid for reads of N bytes; `runs` is untraced.
-        let (sum, trace) = t.call(|| unsafe { fx::alarm_loop_sum(p, N, READS, rp) });
+        let (sum, trace) = t.call(|| unsafe { fx::alarm_loop_sum(p, N, reads, rp) });
         assert_eq!(sum, want_sum, "the sum of the bytes read");
         assert!(
             runs >= 1,
-            "the SIGALRM handler never ran during {READS} traced reads"
+            "the SIGALRM handler never ran during {reads} traced reads"
         );
         let me = current_tid();
-        let want: Vec<Row> = (0..READS)
+        let want: Vec<Row> = (0..reads)
             .map(|i| {
                 let j = i % N;
                 Row::read(&buf, j, &data[j..=j], c("alarm_loop_sum", "movzx"), me)

@@ -39,6 +39,8 @@ pub(super) struct Call {
     /// Whether a report already listed this call's accesses (see
     /// `postmortem`), so that the report of a death does not repeat them.
     pub(super) accesses_shown: bool,
+    /// Whether hot code may run in the code cache during this call.
+    pub(super) code_cache: bool,
 }
 
 impl Call {
@@ -69,6 +71,7 @@ impl Call {
             requests_at_start,
             out_of_bounds: Vec::new(),
             accesses_shown: false,
+            code_cache: true,
         }
     }
 

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 
 use libc::{c_int, pid_t};
 
+use super::cache::CodeCache;
 use super::call::{Call, Ended, Watching};
 use super::cause::{is_crash, is_ignored};
 use super::heap::Heap;
@@ -70,6 +71,8 @@ pub(super) struct Supervisor {
     pub(super) dropped: Vec<Dropped>,
     /// The allocator's entry points and breakpoints (`allocator`).
     pub(super) heap: Heap,
+    /// Translated code and what it logs (`cache`).
+    pub(super) cache: CodeCache,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -146,6 +149,7 @@ pub(crate) fn supervise(
         sig_actions_known: false,
         dropped: Vec::new(),
         heap: Heap::default(),
+        cache: CodeCache::from_env(),
         request_parts: protocol::RequestParts::default(),
     };
     sup.run()
@@ -200,6 +204,17 @@ impl Supervisor {
     /// Handles one stop or exit.
     pub(super) fn dispatch(&mut self, event: WaitEvent) {
         {
+            // What the thread's translated code logged comes first.
+            match event {
+                WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. }
+                    if tid == self.child => {}
+                WaitEvent::Other => {}
+                _ => {
+                    if let Some(tid) = event.tid() {
+                        self.drain_log(tid);
+                    }
+                }
+            }
             if let Some(call) = &mut self.call
                 && event.tid() == Some(call.tid)
             {
@@ -283,6 +298,9 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, tid: pid_t, signal: c_int) {
+        if self.on_cache_stop(tid, signal) {
+            return;
+        }
         // The thread's earlier stub store is done at a stop it makes itself
         // (a fault, a doorbell); an asynchronous signal may stop it inside
         // the stub, before the store: its pending writes wait then.
@@ -379,7 +397,7 @@ impl Supervisor {
                 Some(c) if c.tid == tid => {
                     let trace = self.end_call_state();
                     self.watch_late_threads(tid, restore);
-                    Reply::Trace(trace)
+                    Reply::Trace(Box::new(trace))
                 }
                 _ => Reply::Refused("no traced call is active on this thread".into()),
             },
@@ -400,11 +418,15 @@ impl Supervisor {
             start.regions,
             self.pt.requests,
         ));
+        if let Some(call) = &mut self.call {
+            call.code_cache = start.code_cache;
+        }
         self.arm_allocator(&start.allocator, start.native_blocks);
     }
 
     fn end_call_state(&mut self) -> Trace {
         // However the call ends, the allocator gets its bytes back.
+        self.drain_all_logs();
         let allocations = self.disarm_allocator();
         self.read_back_writes_of(None);
         let Some(mut call) = self.call.take() else {

@@ -35,6 +35,9 @@ impl Supervisor {
             Ok(regs) => regs,
             Err(_) => return self.resume(tid, libc::SIGSEGV),
         };
+        if self.try_enter_cache(tid, &regs) {
+            return;
+        }
         let decoded = self.decoded_at(regs.rip);
         if let Some(reason) = decoded.unsupported.clone() {
             return self.unsupported_but_run(tid, &decoded, &regs, reason);
@@ -143,7 +146,7 @@ impl Supervisor {
     }
 
     /// The decoded instruction at `ip`, from the call's cache or the tracee.
-    fn decoded_at(&mut self, ip: u64) -> Rc<Decoded> {
+    pub(super) fn decoded_at(&mut self, ip: u64) -> Rc<Decoded> {
         if let Some(call) = &mut self.call
             && let Some(d) = call.cache.get(&ip)
         {

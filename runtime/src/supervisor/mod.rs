@@ -9,6 +9,8 @@
 //! - `call`: the call in progress, and calls whose late threads are watched;
 //! - `fault`: one fault on a protected page: decode, plan, record, execute;
 //! - `record`: operands to `Access`es, notes and unsupported entries;
+//! - `cache/`: the code cache: hot code translated to record its own
+//!   accesses, one stop per entry instead of one per access;
 //! - `executor/`: the ways an instruction runs once: emulation, the
 //!   displaced-instruction stub, single-step;
 //! - `heap`: the allocator's entry points and breakpoints (data);
@@ -31,6 +33,7 @@
 
 mod allocator;
 mod backtrace;
+mod cache;
 mod call;
 mod cause;
 mod core;

@@ -56,6 +56,31 @@ impl Supervisor {
         kind: AccessKind,
         read: Option<&[u8]>,
     ) {
+        self.record_with(tid, origin, op, kind, read, false);
+    }
+
+    /// Records an access whose bytes are known: read before, or written
+    /// after the instruction (from the code cache's log).
+    pub(super) fn record_logged(
+        &mut self,
+        tid: pid_t,
+        origin: &Origin<'_>,
+        op: &Operand,
+        kind: AccessKind,
+        bytes: &[u8],
+    ) {
+        self.record_with(tid, origin, op, kind, Some(bytes), true);
+    }
+
+    fn record_with(
+        &mut self,
+        tid: pid_t,
+        origin: &Origin<'_>,
+        op: &Operand,
+        kind: AccessKind,
+        read: Option<&[u8]>,
+        written_known: bool,
+    ) {
         let Some(call) = &mut self.call else { return };
         let (lo, hi) = (op.addr, op.addr + op.size);
         for region in &call.regions {
@@ -73,7 +98,7 @@ impl Supervisor {
             };
             let shown = (len as usize).min(MAX_RECORDED_BYTES);
             let mut bytes = Vec::new();
-            if kind == AccessKind::Read {
+            if kind == AccessKind::Read || written_known {
                 let from = (start - lo) as usize;
                 match read.and_then(|r| r.get(from..from + shown)) {
                     Some(slice) => bytes = slice.to_vec(),

@@ -27,6 +27,10 @@ pub(super) struct Thread {
     /// `allocator`). Kept past the end of the call: the thread still returns
     /// through the trap.
     pub(super) alloc_returns: Vec<PendingReturn>,
+    /// Set while it may be running translated code (see `cache`).
+    pub(super) in_cache: Option<super::cache::InCache>,
+    /// Its cache slot's log may hold entries: drained at its next stop.
+    pub(super) log_dirty: bool,
 }
 
 /// A recorded allocator call waiting for its result.

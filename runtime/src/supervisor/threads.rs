@@ -73,7 +73,15 @@ impl Supervisor {
                 self.forget_thread(other);
                 continue;
             }
-            match ptrace::wait_tid(other) {
+            let event = ptrace::wait_tid(other);
+            if matches!(
+                event,
+                Ok(WaitEvent::SignalStop { .. } | WaitEvent::EventStop { .. })
+            ) {
+                // What its translated code logged comes before this thread's.
+                self.drain_log(other);
+            }
+            match event {
                 Ok(WaitEvent::EventStop { event, .. }) if event == PTRACE_EVENT_STOP => {
                     stopped.push((other, None));
                 }

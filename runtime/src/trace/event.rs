@@ -254,6 +254,11 @@ pub struct Stats {
     /// and returns) during the call. Other threads of the process stop there
     /// too while a call runs (one stop per allocator call, not recorded).
     pub allocator_stops: u64,
+    /// Times a thread of the call entered the code cache: translated code
+    /// that records its own accesses (one stop per entry, none per access).
+    pub cache_entries: u64,
+    /// Accesses (before filtering by region) that translated code logged.
+    pub cache_accesses: u64,
 }
 
 /// The ordered accesses of one traced call, with the regions they refer to.

@@ -65,6 +65,7 @@ pub fn begin_call(
     regions: Vec<RegionDesc>,
     restore: Vec<Protection>,
     alloc: AllocTracing,
+    code_cache: bool,
 ) -> Result<ActiveCall, CallError> {
     let client = match start::state() {
         Some(State::Traced(client)) => client,
@@ -112,6 +113,7 @@ pub fn begin_call(
             Vec::new()
         },
         native_blocks: alloc.native_blocks,
+        code_cache,
     };
     let start = Request::StartCall(start);
     let start_parts = protocol::encode_request(&start).map_err(io_err)?;
@@ -208,7 +210,7 @@ impl ActiveCall {
             return Err(err);
         }
         match result? {
-            Reply::Trace(trace) => Ok(trace),
+            Reply::Trace(trace) => Ok(*trace),
             other => Err(CallError::Protocol {
                 call: self.call.clone(),
                 what: format!("{other:?} in answer to EndCall"),
