@@ -24,8 +24,11 @@ pub const WORKLOADS: [(&str, usize, &str); 3] = [
 /// Runs workload `name` natively, once, and returns (the process then exits).
 pub fn run_native(name: &str) {
     let Some(&(_, n, _)) = WORKLOADS.iter().find(|w| w.0 == name) else {
-        eprintln!("unknown workload {name:?}");
-        std::process::exit(2);
+        if !crate::scaling::run_native(name) {
+            eprintln!("unknown workload {name:?}, or its library is missing");
+            std::process::exit(2);
+        }
+        return;
     };
     let mut dst = vec![0u8; n];
     let src = vec![1u8; n];

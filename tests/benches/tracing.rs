@@ -1,5 +1,7 @@
 //! What tracing costs: per traced access, per traced call, at start-up and
-//! while idle. `cargo bench -p traced-ffi-tests --bench tracing`
+//! while idle, and on realistic workloads at realistic sizes (the scaling
+//! table). `cargo bench -p traced-ffi-tests --bench tracing`; add `-- micro`
+//! or `-- scaling` for one part only.
 //!
 //! Run it as is (the harness pins the calling thread and the supervisor to
 //! one CPU during a call, as an ordinary `cargo test` run gets it), and with
@@ -11,6 +13,7 @@ use traced_ffi::{Trace, Tracer};
 use traced_ffi_fixtures::{alloc, o2};
 
 mod baseline;
+mod scaling;
 
 /// Repetitions of each measurement; the median is reported.
 const RUNS: usize = 7;
@@ -109,10 +112,14 @@ fn main() {
         baseline::run_native(workload);
         return;
     }
+    let only = |part: &str| {
+        !args.iter().any(|a| a == "micro" || a == "scaling") || args.iter().any(|a| a == part)
+    };
     // Before the supervisor: both fork.
     let floor = baseline::stop_floor();
     let memcheck: Vec<_> = baseline::WORKLOADS
         .iter()
+        .filter(|_| only("micro"))
         .map(|&(name, _, what)| (name, what, baseline::memcheck(name, 3)))
         .collect();
 
@@ -127,6 +134,19 @@ fn main() {
     let idle_after = cpu_seconds(supervisor);
 
     let mut t = Tracer::new("bench");
+    if only("scaling") {
+        let valgrind = std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        scaling::table(&mut t, valgrind, 64 << 10);
+        if let Some(us) = floor {
+            println!("ptrace stop floor (int3 stop + PTRACE_CONT, one CPU): {us:.2} µs per stop");
+        }
+    }
+    if !only("micro") {
+        return;
+    }
     let mut rows = Vec::new();
 
     let mut buf = t.buffer("buf", SCALAR_ACCESSES);

@@ -40,7 +40,11 @@ fn trace_display_prints_summary_header_and_one_aligned_row_per_access(t: &mut Tr
 
     let stats = trace.stats();
     // Three faults, or two and the code cache for the rest.
-    assert_eq!(stats.faults + 1, 3 + stats.cache_entries, "{text}");
+    assert!(
+        (stats.faults, stats.cache_entries) == (3, 0)
+            || (stats.faults, stats.cache_entries) == (2, 1),
+        "{stats:?}\n{text}"
+    );
     assert_eq!(
         lines[0],
         format!(

@@ -204,6 +204,9 @@ impl Supervisor {
     /// Handles one stop or exit.
     pub(super) fn dispatch(&mut self, event: WaitEvent) {
         {
+            if self.hold_while_in_cache(event) {
+                return;
+            }
             // What the thread's translated code logged comes first.
             match event {
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. }

@@ -42,6 +42,7 @@ use libc::{c_int, pid_t, user_regs_struct};
 
 use self::translate::{ENTRY_HEADER, Phase, Place, Site, Translation, cell};
 use super::core::Supervisor;
+use super::ptrace::WaitEvent;
 use super::record::Origin;
 use super::report::report;
 use super::threads::Stopped;
@@ -71,6 +72,10 @@ pub(super) struct CodeCache {
     refused: HashSet<u64>,
     /// Per thread slot.
     slots: HashMap<usize, CacheSlot>,
+    /// The thread in the cache while the call's other threads are stopped
+    /// for it: until it leaves, another thread's event (one consumed while
+    /// stopping threads for an earlier fault) waits with them.
+    holder: Option<pid_t>,
 }
 
 impl CodeCache {
@@ -91,6 +96,7 @@ impl CodeCache {
             hot: HashMap::new(),
             refused: HashSet::new(),
             slots: HashMap::new(),
+            holder: None,
         }
     }
 }
@@ -190,6 +196,9 @@ impl Supervisor {
                 self.release_threads(stopped);
             }
             return false;
+        }
+        if stopped.is_some() {
+            self.cache.holder = Some(tid);
         }
         let thread = self.thread_mut(tid);
         thread.in_cache = Some(InCache {
@@ -456,8 +465,41 @@ impl Supervisor {
             .get_mut(&tid)
             .and_then(|t| t.in_cache.take())
             .unwrap_or_default();
+        if self.cache.holder == Some(tid) {
+            self.cache.holder = None;
+        }
         self.drain_log(tid);
         left
+    }
+
+    /// Keeps `event` of a thread other than the one holding the others
+    /// stopped for the cache, with those stopped threads, until it leaves.
+    /// Returns false (the event is handled now) otherwise.
+    pub(super) fn hold_while_in_cache(&mut self, event: WaitEvent) -> bool {
+        let Some(holder) = self.cache.holder else {
+            return false;
+        };
+        let tid = match event {
+            WaitEvent::SignalStop { tid, .. }
+            | WaitEvent::EventStop { tid, .. }
+            | WaitEvent::SyscallStop { tid } => tid,
+            _ => return false,
+        };
+        if tid == holder {
+            return false;
+        }
+        let Some(stopped) = self
+            .threads
+            .get_mut(&holder)
+            .and_then(|t| t.in_cache.as_mut())
+            .and_then(|c| c.stopped.as_mut())
+        else {
+            self.cache.holder = None;
+            return false;
+        };
+        stopped.push((tid, Some(event)));
+        self.thread_mut(tid).held = true;
+        true
     }
 
     /// Resumes `tid` out of the cache with the signals it held (and
