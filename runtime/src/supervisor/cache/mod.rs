@@ -76,6 +76,8 @@ pub(super) struct CodeCache {
     /// for it: until it leaves, another thread's event (one consumed while
     /// stopping threads for an earlier fault) waits with them.
     holder: Option<pid_t>,
+    /// `TRACED_FFI_CACHE=verbose`: say on stderr what is not translated.
+    verbose: bool,
 }
 
 impl CodeCache {
@@ -97,6 +99,7 @@ impl CodeCache {
             refused: HashSet::new(),
             slots: HashMap::new(),
             holder: None,
+            verbose: std::env::var("TRACED_FFI_CACHE").as_deref() == Ok("verbose"),
         }
     }
 }
@@ -252,7 +255,12 @@ impl Supervisor {
             };
             let t = match translate::translate(ip, &place, &mut |at| self.decoded_at(at)) {
                 Ok(t) => t,
-                Err(_) => return None,
+                Err(why) => {
+                    if self.cache.verbose {
+                        report(format_args!("code cache: not translating {ip:#x}: {why}"));
+                    }
+                    return None;
+                }
             };
             let end = next_code + t.code.len() as u64;
             if CACHE_CODE_OFFSET + end > CACHE_SLOT_SIZE {

@@ -450,12 +450,16 @@ impl Emitter {
 /// The memory operand of `insn` as `lea` takes it (no segment).
 fn lea_operand(insn: &Instruction) -> MemoryOperand {
     let displ = insn.memory_displacement64() as i64;
+    // iced's sizes: 1 for a byte displacement, else the address size.
+    let addr32 = insn.memory_base().size() == 4 || insn.memory_index().size() == 4;
     let displ_size = if displ == 0 {
         0
     } else if i8::try_from(displ).is_ok() {
         1
-    } else {
+    } else if addr32 {
         4
+    } else {
+        8
     };
     MemoryOperand::with_base_index_scale_displ_size(
         insn.memory_base(),
