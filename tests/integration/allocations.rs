@@ -284,6 +284,94 @@ fn a_thread_created_in_the_call_has_its_allocation_recorded_with_its_tid(t: &mut
     unsafe { alloc::c_free(p) };
 }
 
+#[traced_ffi]
+fn a_thread_started_during_the_call_by_a_thread_outside_it_is_not_the_calls(t: &mut Tracer) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A thread that exists before the call and is not in it (like libtest's
+    // pool worker) starts a thread during the call; that thread allocates.
+    let go = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let outsider = {
+        let (go, done) = (Arc::clone(&go), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let started = std::thread::spawn(|| {
+                // SAFETY: a plain malloc and free.
+                unsafe { libc::free(libc::malloc(77)) };
+            });
+            let _ = started.join();
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut out = t.buffer("out", 2);
+    let (p, trace) = t.call(|| {
+        go.store(true, Ordering::Release);
+        while !done.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: out holds 2 bytes; the thread alloc_in_thread starts is the call's.
+        unsafe {
+            alloc::alloc_malloc_free(out.as_mut_ptr(), 24);
+            alloc::alloc_in_thread(48)
+        }
+    });
+    let _ = outsider.join();
+    let allocs = trace.allocations();
+    let mine: Vec<(AllocFn, u64)> = allocs
+        .iter()
+        .filter(|a| a.tid == this_thread() && describe_ip(a.site).starts_with("alloc_"))
+        .map(|a| (a.function, a.size))
+        .collect();
+    assert_eq!(mine, [(AllocFn::Malloc, 24), (AllocFn::Free, 0)], "{trace}");
+    // The call's own thread: its malloc(48), and glibc's bookkeeping of the
+    // thread (its TLS block, freed when it exits).
+    let made = allocs
+        .iter()
+        .find(|a| a.result == p as u64)
+        .unwrap_or_else(|| panic!("the call's thread's malloc is recorded\n{trace}"));
+    assert_eq!((made.function, made.size), (AllocFn::Malloc, 48));
+    assert_ne!(made.tid, this_thread());
+    assert_site(made, "thread_body", "thread.malloc");
+    // Nothing from the thread the outsider started during the call.
+    assert!(
+        allocs
+            .iter()
+            .all(|a| (a.tid == this_thread() || a.tid == made.tid) && a.size != 77),
+        "{trace}"
+    );
+    // SAFETY: p came from malloc.
+    unsafe { alloc::c_free(p) };
+}
+
+#[traced_ffi]
+fn the_allocators_code_is_the_programs_own_between_calls(t: &mut Tracer) {
+    let entries = [
+        libc::malloc as *const () as *const u8,
+        libc::free as *const () as *const u8,
+        libc::realloc as *const () as *const u8,
+        libc::calloc as *const () as *const u8,
+    ];
+    // SAFETY: reading the first byte of functions of this process.
+    let before: Vec<u8> = entries
+        .iter()
+        .map(|&p| unsafe { p.read_volatile() })
+        .collect();
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
+    assert_eq!(trace.allocations().len(), 2, "{trace}");
+    // SAFETY: as above.
+    let after: Vec<u8> = entries
+        .iter()
+        .map(|&p| unsafe { p.read_volatile() })
+        .collect();
+    assert_eq!(before, after);
+    assert!(!after.contains(&0xcc), "{after:x?}");
+}
+
 #[traced_ffi(should_panic(
     expected = "native code freed buffer `out` (offset 0) at alloc_free+0x"
 ))]

@@ -4,11 +4,16 @@
 //! with `StartCall` (`tracee/allocator.rs`). The first time, the supervisor
 //! copies each entry's first instruction into a trampoline in the stub
 //! area's last page (re-encoded there if RIP-relative, followed by a jump
-//! to the entry's second instruction). For the call's duration it writes
-//! `int3` over each entry's first byte (through `/proc/PID/mem`: one write
-//! per stretch of code holding entries, one for glibc's) and puts the bytes
-//! back when the call ends, so a call that allocates nothing pays two
-//! writes and no stop.
+//! to the entry's second instruction). For the call's duration an `int3`
+//! sits on each entry's first byte. The test process writes them itself,
+//! with plain stores, after the supervisor's `Started` answer (which names
+//! the entries that have a trampoline) and takes them out before its
+//! `EndCall`: it made its allocator's code mappings writable once
+//! (`tracee/allocator.rs`), so a call that allocates nothing pays nothing.
+//! Where that is refused, the supervisor writes them through
+//! `/proc/PID/mem` (one write per stretch of code holding entries, one for
+//! glibc's; about 3 µs each) and puts the bytes back when the call ends;
+//! it also puts them back when the calling thread dies during a call.
 //!
 //! At an entry's trap (rip = entry + 1), for a thread of the call that is
 //! not already inside an allocator call:
@@ -52,18 +57,20 @@ impl Supervisor {
     /// At the start of a call: prepares the entry points not seen before and
     /// puts their breakpoints in place. An entry that cannot be prepared is
     /// named in a note of the call and its calls are not recorded.
-    pub(super) fn arm_allocator(&mut self, wanted: &[(AllocFn, u64)], native_blocks: Vec<u64>) {
+    /// With `by_tracee`, returns the entries (bit `i` for `wanted[i]`) the
+    /// test process is to arm itself.
+    pub(super) fn arm_allocator(
+        &mut self,
+        wanted: &[(AllocFn, u64)],
+        native_blocks: Vec<u64>,
+        by_tracee: bool,
+    ) -> u16 {
         self.heap.recorded.clear();
         self.heap.native_blocks = native_blocks;
+        self.heap.armed_by_tracee = false;
         if wanted.is_empty() {
-            return;
+            return 0;
         }
-        self.heap.threads_at_start = std::fs::read_dir(format!("/proc/{}/task", self.child))
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut problems = Vec::new();
         for &(function, addr) in wanted {
             if self.heap.entry_at(addr).is_some() {
@@ -86,29 +93,30 @@ impl Supervisor {
             };
             self.heap.entries.push(entry);
         }
-        let armed = self.build_spans().and_then(|()| {
-            let mut written = 0;
-            let result = self.heap.spans.iter().try_for_each(|span| {
-                written += 1;
-                match self.mem.write_at(&span.armed, span.start) {
-                    Ok(n) if n == span.armed.len() => Ok(()),
-                    Ok(_) => Err(format!("short write at {:#x}", span.start)),
-                    Err(err) => Err(format!("{err} at {:#x}", span.start)),
-                }
-            });
-            if result.is_err() {
-                // Never leave a breakpoint behind.
-                for span in &self.heap.spans[..written] {
-                    let _ = self.mem.write_at(&span.original, span.start);
+        // The spans are built (the program's bytes read) at the first call,
+        // before any breakpoint: they put the bytes back if the test
+        // process cannot.
+        let spans = self.build_spans();
+        let mut mask = 0;
+        if by_tracee && spans.is_ok() {
+            for (i, &(_, addr)) in wanted.iter().enumerate().take(16) {
+                if self
+                    .heap
+                    .entry_at(addr)
+                    .is_some_and(|e| e.trampoline.is_some())
+                {
+                    mask |= 1 << i;
                 }
             }
-            result
-        });
-        match armed {
-            Ok(()) => self.heap.armed = true,
-            Err(why) => problems.push(format!(
-                "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
-            )),
+            self.heap.armed = true;
+            self.heap.armed_by_tracee = true;
+        } else {
+            match spans.and_then(|()| self.write_spans(true)) {
+                Ok(()) => self.heap.armed = true,
+                Err(why) => problems.push(format!(
+                    "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
+                )),
+            }
         }
         if let Some(call) = &mut self.call {
             for text in problems {
@@ -122,6 +130,29 @@ impl Supervisor {
                 });
             }
         }
+        mask
+    }
+
+    /// Writes the breakpoints (`armed`) or the program's bytes into every
+    /// stretch of code holding entries; a failed write undoes the ones made
+    /// (never leaving a breakpoint behind).
+    fn write_spans(&mut self, armed: bool) -> Result<(), String> {
+        let mut written = 0;
+        let result = self.heap.spans.iter().try_for_each(|span| {
+            written += 1;
+            let bytes = if armed { &span.armed } else { &span.original };
+            match self.mem.write_at(bytes, span.start) {
+                Ok(n) if n == bytes.len() => Ok(()),
+                Ok(_) => Err(format!("short write at {:#x}", span.start)),
+                Err(err) => Err(format!("{err} at {:#x}", span.start)),
+            }
+        });
+        if result.is_err() && armed {
+            for span in &self.heap.spans[..written] {
+                let _ = self.mem.write_at(&span.original, span.start);
+            }
+        }
+        result
     }
 
     /// Groups the entry points into stretches of code written whole, with
@@ -219,13 +250,12 @@ impl Supervisor {
     pub(super) fn disarm_allocator(&mut self) -> Vec<Allocation> {
         if self.heap.armed {
             self.heap.armed = false;
-            for span in &self.heap.spans {
-                if let Err(err) = self.mem.write_at(&span.original, span.start) {
-                    report(format_args!(
-                        "cannot remove the allocator's breakpoints at {:#x}: {err}",
-                        span.start
-                    ));
-                }
+            if !std::mem::take(&mut self.heap.armed_by_tracee)
+                && let Err(why) = self.write_spans(false)
+            {
+                report(format_args!(
+                    "cannot remove the allocator's breakpoints: {why}"
+                ));
             }
         }
         self.heap.native_blocks.clear();
@@ -321,17 +351,15 @@ impl Supervisor {
         true
     }
 
-    /// True if `tid` is a thread of the call: the caller, a thread created
-    /// during the call whose clone event was seen, or a thread of the test
-    /// process that did not exist when the call started (its parent's clone
-    /// event may not have been seen yet). Never a thread of another process
-    /// (a forked child runs the allocator's breakpoints too).
+    /// True if `tid` is a thread of the call: the caller, or a thread its
+    /// threads created during the call (a new thread is held at its first
+    /// stop until its parent's clone event says whose it is, see
+    /// `thread::Births`), or a thread that touched a protected page. Never
+    /// another thread of the process (a pool thread of the test harness, a
+    /// thread another test started) nor a forked process (which runs the
+    /// allocator's breakpoints too).
     fn is_call_thread(&self, tid: pid_t) -> bool {
-        let Some(call) = &self.call else { return false };
-        call.threads.contains(&tid)
-            || (!self.heap.threads_at_start.contains(&tid)
-                && !self.foreign.contains(&tid)
-                && std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists())
+        self.call.as_ref().is_some_and(|c| c.threads.contains(&tid))
     }
 
     /// `tid` returned from a recorded allocator call into the return trap.

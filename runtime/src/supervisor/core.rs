@@ -17,7 +17,7 @@ use super::cause::{is_crash, is_ignored};
 use super::heap::Heap;
 use super::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 use super::report::{die_of, install_report_handler, report, report_requested, wait_untraced};
-use super::thread::Thread;
+use super::thread::{Births, Thread};
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::trace::event::{Dropped, Note, Trace};
@@ -70,6 +70,8 @@ pub(super) struct Supervisor {
     pub(super) dropped: Vec<Dropped>,
     /// The allocator's entry points and breakpoints (`allocator`).
     pub(super) heap: Heap,
+    /// The test process's threads, from the clone events (`threads`).
+    pub(super) births: Births,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -146,6 +148,10 @@ pub(crate) fn supervise(
         sig_actions_known: false,
         dropped: Vec::new(),
         heap: Heap::default(),
+        births: Births {
+            live: HashSet::from([child]),
+            ..Births::default()
+        },
         request_parts: protocol::RequestParts::default(),
     };
     sup.run()
@@ -218,11 +224,14 @@ impl Supervisor {
                     // Its last stores are done: read them before forgetting it.
                     self.read_back_writes_of(Some(tid));
                     self.threads.remove(&tid);
+                    self.thread_gone(tid);
                     self.late_thread_exited(tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
                     }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
+                        // It cannot take its breakpoints out any more.
+                        self.heap.armed_by_tracee = false;
                         self.report_end_during_call(&event);
                         self.end_call_state();
                     }
@@ -236,6 +245,9 @@ impl Supervisor {
                         );
                     if is_group_stop {
                         self.ok(tid, |pt| pt.listen(tid));
+                    } else if event == PTRACE_EVENT_STOP && self.on_first_stop(tid) {
+                        // A new thread: resumed, or held until its parent's
+                        // clone event names it.
                     } else if event == libc::PTRACE_EVENT_SECCOMP {
                         self.on_seccomp(tid);
                     } else if event == libc::PTRACE_EVENT_CLONE {
@@ -371,8 +383,8 @@ impl Supervisor {
                     ))
                 } else {
                     self.stop_watching(tid);
-                    self.begin_call_state(start);
-                    Reply::Started
+                    let arm = self.begin_call_state(start);
+                    Reply::Started { arm }
                 }
             }
             Request::EndCall { restore } => match self.call.as_ref() {
@@ -390,7 +402,9 @@ impl Supervisor {
         }
     }
 
-    fn begin_call_state(&mut self, start: protocol::StartCall) {
+    /// Registers the call; returns the allocator breakpoints the test
+    /// process is to put in place (see `Reply::Started`).
+    fn begin_call_state(&mut self, start: protocol::StartCall) -> u16 {
         self.note_signal_state(start.tid);
         self.dropped = start.dropped;
         self.call = Some(Call::new(
@@ -400,7 +414,7 @@ impl Supervisor {
             start.regions,
             self.pt.requests,
         ));
-        self.arm_allocator(&start.allocator, start.native_blocks);
+        self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }
 
     fn end_call_state(&mut self) -> Trace {
