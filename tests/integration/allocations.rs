@@ -5,8 +5,8 @@
 use std::ffi::{CStr, c_void};
 
 use traced_ffi::{
-    AccessKind, AllocFn, Allocation, ForeignFree, Region, Tracer, describe_ip, source_location,
-    traced_ffi,
+    AccessKind, AllocFn, Allocation, ForeignFree, ForeignKind, Region, Tracer, describe_ip,
+    source_location, traced_ffi,
 };
 use traced_ffi_fixtures::alloc::{self, site_line};
 
@@ -396,7 +396,7 @@ fn a_refused_free_is_not_executed_and_the_heap_stays_intact(t: &mut Tracer) {
         Some(ForeignFree {
             region: Some(out.region_id()),
             name: "out".into(),
-            buffer: true,
+            kind: ForeignKind::Buffer,
             offset: 4,
         })
     );
@@ -442,7 +442,7 @@ fn a_free_of_tracked_rust_memory_is_refused_but_a_tracked_native_block_may_be_fr
         Some(ForeignFree {
             region: Some(tracked.region_id()),
             name: "v".into(),
-            buffer: false,
+            kind: ForeignKind::Tracked,
             offset: 0,
         })
     );
@@ -464,6 +464,95 @@ fn a_free_of_tracked_rust_memory_is_refused_but_a_tracked_native_block_may_be_fr
     assert_eq!(trace.allocations().len(), 1);
     t.untrack(&dup);
     assert!(t.live_allocations().is_empty());
+}
+
+/// A string in the test binary's read-only data: never a heap block (aligned
+/// like one, so only where it lies tells).
+#[repr(C, align(16))]
+struct Literal([u8; 16]);
+static LITERAL: Literal = Literal(*b"not from malloc\0");
+
+#[traced_ffi]
+fn a_free_of_an_address_no_allocator_returned_is_refused_and_not_executed(t: &mut Tracer) {
+    t.allow_foreign_free(true);
+    let at = LITERAL.0.as_ptr() as u64;
+    // SAFETY: not safe on purpose: frees a string literal; refused.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(at as *mut c_void) });
+    let refused = trace.foreign_frees();
+    assert_eq!(refused.len(), 1, "{trace}");
+    let f = refused[0].foreign.clone().expect("refused");
+    assert_eq!((refused[0].function, refused[0].ptr), (AllocFn::Free, at));
+    assert_eq!((f.kind, f.region), (ForeignKind::NotABlock, None));
+    let exe = std::env::current_exe().expect("the test binary's path");
+    assert_eq!(
+        f.name,
+        format!("in the mapping of {}", exe.display()),
+        "{trace}"
+    );
+    assert_site(refused[0], "alloc_free", "free");
+
+    // A pointer into a block, not its start: misaligned for glibc.
+    // SAFETY: a plain malloc outside any call.
+    let block = unsafe { libc::malloc(64) };
+    let inside = block as u64 + 8;
+    // SAFETY: not safe on purpose: frees the inside of a block; refused.
+    let (q, trace) = t.call(|| unsafe { alloc::alloc_realloc(inside as *mut c_void, 128) });
+    assert!(q.is_null());
+    let refused = trace.foreign_frees();
+    assert_eq!(refused.len(), 1, "{trace}");
+    assert_eq!(
+        (refused[0].function, refused[0].ptr, refused[0].result),
+        (AllocFn::Realloc, inside, 0)
+    );
+    assert_eq!(
+        refused[0].foreign,
+        Some(ForeignFree {
+            region: None,
+            name: "misaligned: glibc's blocks are 16-byte aligned".into(),
+            kind: ForeignKind::NotABlock,
+            offset: 0,
+        })
+    );
+    // The heap is intact: the block itself is freed normally, in a call too.
+    // SAFETY: block came from malloc.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(block) });
+    assert!(trace.foreign_frees().is_empty(), "{trace}");
+    assert_eq!(
+        (trace.allocations()[0].function, trace.allocations()[0].ptr),
+        (AllocFn::Free, block as u64)
+    );
+}
+
+#[traced_ffi(should_panic(expected = "which no allocator returned (in the mapping of "))]
+fn a_free_of_a_string_literal_fails_the_test(t: &mut Tracer) {
+    // SAFETY: not safe on purpose: frees a string literal; refused.
+    let ((), _) = t.call(|| unsafe { alloc::alloc_free(LITERAL.0.as_ptr() as *mut c_void) });
+}
+
+#[traced_ffi]
+fn frees_of_blocks_from_before_the_call_from_rust_and_from_glibc_are_not_foreign(t: &mut Tracer) {
+    // Blocks of every origin the heap knows: before the test's first call
+    // (small and mmapped), by Rust between calls, and fopen's FILE (glibc).
+    // SAFETY: plain mallocs outside any call.
+    let small = unsafe { libc::malloc(24) };
+    // SAFETY: as above; 1 MiB is above glibc's mmap threshold.
+    let large = unsafe { libc::malloc(1 << 20) };
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
+    assert_eq!(trace.allocations().len(), 2);
+    let from_rust = Box::into_raw(Box::new([7u64; 4]));
+    for p in [small, large, from_rust.cast()] {
+        // SAFETY: each came from malloc (Rust's System allocator is malloc).
+        let ((), trace) = t.call(|| unsafe { alloc::alloc_free(p) });
+        assert!(trace.foreign_frees().is_empty(), "{trace}");
+        assert_eq!(trace.allocations().len(), 1, "{trace}");
+    }
+    let path = t.buffer_from("path", b"/proc/self/stat\0");
+    // SAFETY: path is NUL-terminated.
+    let (r, trace) = t.call(|| unsafe { alloc::alloc_fopen_fclose(path.as_ptr().cast()) });
+    assert_eq!(r, 0);
+    assert!(trace.foreign_frees().is_empty(), "{trace}");
 }
 
 #[traced_ffi]

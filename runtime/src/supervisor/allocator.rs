@@ -40,6 +40,7 @@ use std::os::unix::fs::FileExt;
 use libc::{pid_t, user_regs_struct};
 
 use super::core::Supervisor;
+use super::heap::Mapping;
 use super::heap::{Entry, Span};
 use super::report::report;
 use super::thread::PendingReturn;
@@ -47,7 +48,7 @@ use crate::decode::insn;
 use crate::layout::{
     RETURN_TRAP_OFFSET, SHADOW_BYTES, SLOT_SIZE, TRAMPOLINE_OFFSET, TRAMPOLINE_SIZE,
 };
-use crate::trace::alloc::{AllocFn, Allocation, ForeignFree, live_after};
+use crate::trace::alloc::{AllocFn, Allocation, ForeignFree, ForeignKind, live_after};
 use crate::trace::event::{Note, RegionKind};
 
 /// `int3`.
@@ -307,7 +308,7 @@ impl Supervisor {
         };
         let args = [regs.rdi, regs.rsi, regs.rdx];
         if entry.function.takes_block()
-            && let Some(foreign) = self.foreign_block(regs.rdi)
+            && let Some(foreign) = self.foreign_block(regs.rdi, entry.addr)
         {
             // Not executed: return to the caller at once.
             let pending = PendingReturn {
@@ -447,8 +448,62 @@ impl Supervisor {
 
     /// If freeing `p` would free memory the allocator does not own (a
     /// buffer's bytes, a tracked range that is not a block native code
-    /// allocated, a dropped buffer), what it points into.
-    fn foreign_block(&self, p: u64) -> Option<ForeignFree> {
+    /// allocated, a dropped buffer, an address no block of glibc's allocator
+    /// can have), what it points into. `entry` is the `free`/`realloc`
+    /// called.
+    fn foreign_block(&mut self, p: u64, entry: u64) -> Option<ForeignFree> {
+        let found = self.foreign_region(p);
+        if found.is_some() || p == 0 {
+            return found;
+        }
+        self.not_a_block(p, entry)
+            .map(|(name, offset)| ForeignFree {
+                region: None,
+                name,
+                kind: ForeignKind::NotABlock,
+                offset,
+            })
+    }
+
+    /// Why `p` cannot be a block of glibc's allocator, with its offset in
+    /// its mapping; `None` if it can be one, or the allocator called (at
+    /// `entry`) is not glibc's (another allocator may place blocks
+    /// anywhere). glibc's blocks are 16-byte aligned and lie on its heap
+    /// (`brk`) or in anonymous mappings: never in a file's mapping, the main
+    /// thread's stack, the vDSO, or no mapping. Judged from the test
+    /// process's mappings as last read; read again before saying no, so a
+    /// mapping made since (a large block's) is never taken for a violation.
+    fn not_a_block(&mut self, p: u64, entry: u64) -> Option<(String, i64)> {
+        if self.heap.maps.is_empty() {
+            self.heap.maps = read_maps(self.child);
+        }
+        let is_glibc = |maps: &[Mapping]| {
+            mapping_at(maps, entry).is_some_and(|m| m.name.rsplit('/').next() == Some("libc.so.6"))
+        };
+        if !is_glibc(&self.heap.maps) {
+            return None;
+        }
+        if !p.is_multiple_of(16) {
+            return Some((
+                "misaligned: glibc's blocks are 16-byte aligned".to_owned(),
+                0,
+            ));
+        }
+        // Believed when it says "may be a block" (at worst a violation is
+        // missed); checked afresh when it says "cannot be".
+        cannot_hold_blocks(mapping_at(&self.heap.maps, p))?;
+        self.heap.maps = read_maps(self.child);
+        if self.heap.maps.is_empty() {
+            // Unreadable: say nothing rather than something wrong.
+            return None;
+        }
+        let mapping = mapping_at(&self.heap.maps, p);
+        cannot_hold_blocks(mapping).map(|why| (why, mapping.map_or(0, |m| (p - m.start) as i64)))
+    }
+
+    /// What `p` points into among the call's regions and the buffers'
+    /// reserved range (see `foreign_block`).
+    fn foreign_region(&self, p: u64) -> Option<ForeignFree> {
         if p == 0 {
             return None;
         }
@@ -460,7 +515,7 @@ impl Supervisor {
                     return Some(ForeignFree {
                         region: Some(r.id),
                         name: r.name.clone(),
-                        buffer: true,
+                        kind: ForeignKind::Buffer,
                         offset,
                     });
                 }
@@ -471,7 +526,7 @@ impl Supervisor {
                         return Some(ForeignFree {
                             region: Some(r.id),
                             name: r.name.clone(),
-                            buffer: false,
+                            kind: ForeignKind::Tracked,
                             offset,
                         });
                     }
@@ -490,10 +545,47 @@ impl Supervisor {
                     || "(none: the buffers' reserved range)".to_owned(),
                     |d| format!("{} (dropped)", d.name),
                 ),
-                buffer: true,
+                kind: ForeignKind::Buffer,
                 offset: dropped.map_or(0, |d| (i128::from(p) - i128::from(d.start)) as i64),
             });
         }
         None
     }
+}
+
+/// The test process's mappings (`/proc/PID/maps`); empty if unreadable.
+fn read_maps(pid: pid_t) -> Vec<Mapping> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| {
+            text.lines()
+                .filter_map(crate::trace::symbols::parse_maps_line)
+                .map(|m| Mapping {
+                    start: m.start,
+                    end: m.end,
+                    name: m.path.to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The mapping holding `addr`.
+fn mapping_at(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
+    maps.iter().find(|m| m.start <= addr && addr < m.end)
+}
+
+/// Why no block of glibc's allocator can lie in `mapping` (`None`: no
+/// mapping), or `None` if one can: its heap, anonymous mappings (named or
+/// not), huge pages (`/anon_hugepage`, with `glibc.malloc.hugetlb`).
+fn cannot_hold_blocks(mapping: Option<&Mapping>) -> Option<String> {
+    let Some(m) = mapping else {
+        return Some("in no mapping".to_owned());
+    };
+    let name = m.name.as_str();
+    let file = name.starts_with('/') && !name.starts_with("/anon_hugepage");
+    let pseudo = matches!(
+        name,
+        "[stack]" | "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
+    );
+    (file || pseudo).then(|| format!("in the mapping of {name}"))
 }

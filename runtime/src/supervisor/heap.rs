@@ -28,6 +28,15 @@ pub(super) struct Span {
     pub(super) armed: Vec<u8>,
 }
 
+/// One line of the test process's `/proc/PID/maps`.
+#[derive(Debug, Clone)]
+pub(super) struct Mapping {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    /// The file, a pseudo-name (`[heap]`, `[stack]`), or empty.
+    pub(super) name: String,
+}
+
 /// The allocator's breakpoints.
 #[derive(Debug, Default)]
 pub(super) struct Heap {
@@ -48,6 +57,8 @@ pub(super) struct Heap {
     /// Blocks native code allocated in the test's earlier calls and did not
     /// free (from `StartCall`).
     pub(super) native_blocks: Vec<u64>,
+    /// The test process's mappings as last read (`allocator::not_a_block`).
+    pub(super) maps: Vec<Mapping>,
 }
 
 impl Heap {
