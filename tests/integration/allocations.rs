@@ -843,3 +843,74 @@ fn zlib_deflate_init_and_end_pair_their_allocations_across_calls(t: &mut Tracer)
     );
     trace.expect_allocates_nothing();
 }
+
+#[traced_ffi]
+fn snapshot_of_a_trace_lists_allocator_calls_in_order_with_numbered_blocks(t: &mut Tracer) {
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 24) });
+    insta::assert_snapshot!("malloc_free_trace", trace.snapshot());
+    // SAFETY: leaks 40 bytes (freed below).
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_leak_one(40) });
+    insta::assert_snapshot!("leak_one_trace", trace.snapshot());
+    let leaked = trace.unfreed()[0].result;
+    // SAFETY: returns a block the test frees.
+    let (p, trace) = t.call(|| unsafe { alloc::alloc_realloc_many(3) });
+    insta::assert_snapshot!("realloc_many_trace", trace.snapshot());
+    t.allow_foreign_free(true);
+    // SAFETY: frees the leaked block (from an earlier call), then is refused
+    // the inside of the buffer.
+    let ((), trace) = t.call(|| unsafe {
+        alloc::alloc_free(leaked as *mut c_void);
+        alloc::alloc_free(out.as_mut_ptr().add(1).cast());
+        alloc::alloc_free(p);
+    });
+    insta::assert_snapshot!("free_earlier_and_refused_trace", trace.snapshot());
+}
+
+/// Set to `1` in the environment of the child run of [`crash_child`].
+const CRASH_CHILD_ENV: &str = "TRACED_FFI_ALLOC_CRASH_CHILD";
+/// The full name of the child test.
+const CRASH_CHILD: &str = "allocations::crash_child";
+
+/// Allocates, frees, then crashes in a call, when run as the child of the test
+/// below.
+#[traced_ffi(ignore)]
+fn crash_child(t: &mut Tracer) {
+    if std::env::var(CRASH_CHILD_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    let mut out = t.buffer("out", 1);
+    // SAFETY: out holds 1 byte; the call crashes the process on purpose.
+    let ((), _) = t.call(|| unsafe { alloc::alloc_then_crash(out.as_mut_ptr(), 40) });
+}
+
+#[traced_ffi]
+fn a_crash_report_lists_the_allocator_calls_so_far_and_the_live_blocks(_t: &mut Tracer) {
+    let run = crate::child::run_self(
+        &["--exact", CRASH_CHILD, "--include-ignored"],
+        &[(CRASH_CHILD_ENV, "1")],
+    );
+    let dump = run.dump();
+    assert_eq!(run.status.code(), Some(101), "{dump}");
+    let report = run
+        .stdout
+        .split_once("allocator calls recorded so far in this call:")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no allocator calls in the report\n{dump}"));
+    let lines: Vec<&str> = report.lines().skip(1).take(5).map(str::trim).collect();
+    let kept = format!("c/alloc.c:{}", site_line("crash.kept"));
+    assert!(
+        lines[0].starts_with("malloc(40) = 0x")
+            && lines[0].contains("at alloc_then_crash+0x")
+            && lines[0].contains(&kept),
+        "{dump}"
+    );
+    assert!(lines[1].starts_with("malloc(8) = 0x"), "{dump}");
+    assert!(lines[2].starts_with("free(0x"), "{dump}");
+    assert_eq!(
+        lines[3], "blocks allocated in this call and not freed: 1 (40 bytes)",
+        "{dump}"
+    );
+    assert_eq!(lines[4], lines[0], "{dump}");
+}

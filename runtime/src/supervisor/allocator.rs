@@ -134,6 +134,15 @@ impl Supervisor {
         mask
     }
 
+    /// The calling thread died during the call: it cannot take out the
+    /// breakpoints it put in place, so the supervisor does. The process may
+    /// be dying too (a fatal signal), so a failed write says nothing.
+    pub(super) fn allocator_caller_gone(&mut self) {
+        if self.heap.armed && self.heap.armed_by_tracee {
+            let _ = self.write_spans(false);
+        }
+    }
+
     /// Writes the breakpoints (`armed`) or the program's bytes into every
     /// stretch of code holding entries; a failed write undoes the ones made
     /// (never leaving a breakpoint behind).

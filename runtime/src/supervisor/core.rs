@@ -230,8 +230,7 @@ impl Supervisor {
                         call.threads.remove(&tid);
                     }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
-                        // It cannot take its breakpoints out any more.
-                        self.heap.armed_by_tracee = false;
+                        self.allocator_caller_gone();
                         self.report_end_during_call(&event);
                         self.end_call_state();
                     }
