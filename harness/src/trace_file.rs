@@ -19,13 +19,14 @@
 //! ```
 //!
 //! `foreign`, for a refused `free`/`realloc` of memory the allocator does not
-//! own: `{ "name": "out", "buffer": true, "offset": 0 }`.
+//! own: `{ "name": "out", "kind": "buffer", "buffer": true, "offset": 0 }` (`kind`:
+//! `buffer`, `tracked`, or `not_a_block` with the reason as `name`).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use traced_ffi_runtime::{ForeignFree, Stats, Trace, describe_ip, source_location};
+use traced_ffi_runtime::{ForeignFree, ForeignKind, Stats, Trace, describe_ip, source_location};
 
 /// The environment variable naming the directory trace files go to.
 pub(crate) const TRACE_DIR_ENV: &str = "TRACED_FFI_TRACE_DIR";
@@ -64,6 +65,9 @@ struct Allocation<'a> {
 #[derive(Serialize)]
 struct Foreign<'a> {
     name: &'a str,
+    /// `"buffer"`, `"tracked"` or `"not_a_block"`.
+    kind: &'static str,
+    /// Kept from schema version 1: `kind == "buffer"`.
     buffer: bool,
     offset: i64,
 }
@@ -72,7 +76,12 @@ impl<'a> From<&'a ForeignFree> for Foreign<'a> {
     fn from(f: &'a ForeignFree) -> Self {
         Foreign {
             name: &f.name,
-            buffer: f.buffer,
+            kind: match f.kind {
+                ForeignKind::Buffer => "buffer",
+                ForeignKind::Tracked => "tracked",
+                ForeignKind::NotABlock => "not_a_block",
+            },
+            buffer: f.kind == ForeignKind::Buffer,
             offset: f.offset,
         }
     }

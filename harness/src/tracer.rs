@@ -501,16 +501,15 @@ fn foreign_free_message(a: &Allocation) -> String {
         AllocFn::Free => "freed",
         _ => "reallocated",
     };
-    let (what, name, offset) = match &a.foreign {
-        Some(f) if f.buffer => ("buffer", f.name.as_str(), f.offset),
-        Some(f) => ("tracked range", f.name.as_str(), f.offset),
-        None => ("memory", "?", 0),
-    };
+    let what = a
+        .foreign
+        .as_ref()
+        .map_or_else(|| format!("{:#x}", a.ptr), |f| f.describe(a.ptr));
     let mut site = describe_ip(a.site);
     if let Some(source) = source_location(a.site) {
         site.push_str(&format!(" ({source})"));
     }
-    format!("native code {verb} {what} `{name}` (offset {offset}) at {site}")
+    format!("native code {verb} {what} at {site}")
 }
 
 /// `error: cause: cause` on one line.

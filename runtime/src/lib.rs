@@ -31,7 +31,9 @@ mod tracee;
 pub use launch::{Launched, launch, run_untraced};
 pub use layout::{PAGE_SIZE, page_ceil, page_floor};
 pub use protocol::{REPORT_SIGNAL, REPORTED_EXIT_CODE};
-pub use trace::alloc::{AllocFn, Allocation, ForeignFree, describe_allocation, live_after};
+pub use trace::alloc::{
+    AllocFn, Allocation, ForeignFree, ForeignKind, describe_allocation, live_after,
+};
 pub use trace::contract::Expect;
 pub use trace::event::{
     Access, AccessKind, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,

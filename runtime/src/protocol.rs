@@ -108,6 +108,11 @@ pub(crate) struct StartCall {
     /// The allocator's entry points in the test process, to record their
     /// calls during this call; empty to record none.
     pub(crate) allocator: Vec<(AllocFn, u64)>,
+    /// Whether the test process writes the allocator's breakpoints itself
+    /// (its code mappings are writable, see `tracee/allocator.rs`): the
+    /// supervisor then only prepares the trampolines and answers which
+    /// entries to arm. Otherwise the supervisor writes them.
+    pub(crate) arms_allocator: bool,
     /// Blocks native code allocated in the test's earlier calls and did not
     /// free: freeing one is not foreign even when it is tracked.
     pub(crate) native_blocks: Vec<u64>,
@@ -119,8 +124,11 @@ pub(crate) struct StartCall {
 /// The supervisor's answer to a request.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
-    /// The call is registered; protect the pages and run it.
-    Started,
+    /// The call is registered; protect the pages and run it. With
+    /// `StartCall::arms_allocator`, bit `i` of `arm` asks the test process
+    /// to put a breakpoint on `StartCall::allocator[i]` until it sends
+    /// `EndCall`.
+    Started { arm: u16 },
     /// The request was refused, with the reason.
     Refused(String),
     /// The call's trace.

@@ -1,12 +1,17 @@
 //! What tracing costs: per traced access, per traced call, at start-up and
 //! while idle, and on realistic workloads at realistic sizes (the scaling
-//! table). `cargo bench -p traced-ffi-tests --bench tracing`; add `-- micro`
-//! or `-- scaling` for one part only.
+//! table). `cargo bench -p traced-ffi-tests --bench tracing`; add `-- scaling`
+//! for the scaling table only, or `-- <text>` for the rows whose name has it.
 //!
 //! Run it as is (the harness pins the calling thread and the supervisor to
 //! one CPU during a call, as an ordinary `cargo test` run gets it), and with
 //! `taskset -c 0` to see the figure with the whole process pinned by hand.
+//!
+//! `cargo bench -p traced-ffi-tests --bench tracing -- WORDS` measures only
+//! the rows whose text contains WORDS (and skips memcheck): for example
+//! `-- "empty traced call"`.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use traced_ffi::{Trace, Tracer};
@@ -52,6 +57,20 @@ struct Row {
     path: String,
 }
 
+/// The text a row must contain to be measured: the first argument that is
+/// not a flag (`cargo bench` passes `--bench`), if any.
+fn filter() -> Option<&'static str> {
+    static FILTER: OnceLock<Option<String>> = OnceLock::new();
+    FILTER
+        .get_or_init(|| std::env::args().skip(1).find(|a| !a.starts_with("--")))
+        .as_deref()
+}
+
+/// True if row `what` is measured in this run.
+fn selected(what: &str) -> bool {
+    filter().is_none_or(|f| what.contains(f))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -64,6 +83,16 @@ fn measure(
     per: &'static str,
     mut one: impl FnMut() -> (Duration, Trace, usize),
 ) -> Row {
+    if !selected(what) {
+        return Row {
+            what,
+            per,
+            us: f64::NAN,
+            requests: 0.0,
+            stops: 0.0,
+            path: String::new(),
+        };
+    }
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..RUNS {
@@ -112,14 +141,11 @@ fn main() {
         baseline::run_native(workload);
         return;
     }
-    let only = |part: &str| {
-        !args.iter().any(|a| a == "micro" || a == "scaling") || args.iter().any(|a| a == part)
-    };
     // Before the supervisor: both fork.
     let floor = baseline::stop_floor();
     let memcheck: Vec<_> = baseline::WORKLOADS
         .iter()
-        .filter(|_| only("micro"))
+        .filter(|_| filter().is_none())
         .map(|&(name, _, what)| (name, what, baseline::memcheck(name, 3)))
         .collect();
 
@@ -134,7 +160,7 @@ fn main() {
     let idle_after = cpu_seconds(supervisor);
 
     let mut t = Tracer::new("bench");
-    if only("scaling") {
+    if filter().is_none_or(|f| f == "scaling") {
         let valgrind = std::process::Command::new("valgrind")
             .arg("--version")
             .output()
@@ -144,7 +170,7 @@ fn main() {
             println!("ptrace stop floor (int3 stop + PTRACE_CONT, one CPU): {us:.2} µs per stop");
         }
     }
-    if !only("micro") {
+    if filter() == Some("scaling") {
         return;
     }
     let mut rows = Vec::new();
@@ -315,6 +341,9 @@ fn main() {
                 &write_loop,
             ),
         ] {
+            if !selected(what) {
+                continue;
+            }
             let untraced = median(
                 (0..RUNS)
                     .map(|_| {
@@ -334,15 +363,19 @@ fn main() {
         }
         // writev stops on a thread that has made a traced call (and on the threads
         // it creates): its absolute cost outside and inside a call.
-        let outside = median(
-            (0..RUNS)
-                .map(|_| {
-                    let start = Instant::now();
-                    writev_loop();
-                    start.elapsed().as_secs_f64() * 1e6 / N as f64
-                })
-                .collect(),
-        );
+        let outside = if !selected("writev(") {
+            f64::NAN
+        } else {
+            median(
+                (0..RUNS)
+                    .map(|_| {
+                        let start = Instant::now();
+                        writev_loop();
+                        start.elapsed().as_secs_f64() * 1e6 / N as f64
+                    })
+                    .collect(),
+            )
+        };
         rows.push(Row {
             what: "writev(/dev/null, untracked) outside calls, absolute",
             per: "syscall",
@@ -373,15 +406,19 @@ fn main() {
                 }
             }
         };
-        let mask_outside = median(
-            (0..RUNS)
-                .map(|_| {
-                    let start = Instant::now();
-                    mask_loop();
-                    start.elapsed().as_secs_f64() * 1e6 / N as f64
-                })
-                .collect(),
-        );
+        let mask_outside = if !selected("pthread_sigmask(") {
+            f64::NAN
+        } else {
+            median(
+                (0..RUNS)
+                    .map(|_| {
+                        let start = Instant::now();
+                        mask_loop();
+                        start.elapsed().as_secs_f64() * 1e6 / N as f64
+                    })
+                    .collect(),
+            )
+        };
         rows.push(Row {
             what: "pthread_sigmask(SIG_BLOCK, empty) outside calls, absolute",
             per: "syscall",
@@ -493,39 +530,43 @@ fn main() {
             (start.elapsed(), trace, WORDS * ROUNDS as usize)
         }));
     }
-    const EMPTY_CALLS: usize = 2000;
-    rows.push(measure(
-        "empty traced call (3 buffers registered)",
-        "call",
-        || {
-            let start = Instant::now();
-            let mut last = None;
-            for _ in 0..EMPTY_CALLS {
-                let ((), trace) = t.call(|| ());
-                last = Some(trace);
+    {
+        // Allocation tracing on and off, measured in alternation so that both
+        // see the same load.
+        const EMPTY_CALLS: usize = 2000;
+        let on_what = "empty traced call (3 buffers registered)";
+        let off_what = "empty traced call, t.trace_allocations(false)";
+        let mut times = [Vec::new(), Vec::new()];
+        let mut last = [None, None];
+        if selected(on_what) || selected(off_what) {
+            for _ in 0..RUNS {
+                for (i, on) in [true, false].into_iter().enumerate() {
+                    t.trace_allocations(on);
+                    let start = Instant::now();
+                    for _ in 0..EMPTY_CALLS {
+                        let ((), trace) = t.call(|| ());
+                        last[i] = Some(trace);
+                    }
+                    times[i].push(start.elapsed().as_secs_f64() * 1e6 / EMPTY_CALLS as f64);
+                }
             }
-            (start.elapsed(), last.unwrap_or_default(), 1)
-        },
-    ));
-    if let Some(row) = rows.last_mut() {
-        row.us /= EMPTY_CALLS as f64;
-    }
-    t.trace_allocations(false);
-    rows.push(measure(
-        "empty traced call, t.trace_allocations(false)",
-        "call",
-        || {
-            let start = Instant::now();
-            let mut last = None;
-            for _ in 0..EMPTY_CALLS {
-                let ((), trace) = t.call(|| ());
-                last = Some(trace);
-            }
-            (start.elapsed(), last.unwrap_or_default(), 1)
-        },
-    ));
-    if let Some(row) = rows.last_mut() {
-        row.us /= EMPTY_CALLS as f64;
+            t.trace_allocations(true);
+        }
+        for ((what, times), last) in [on_what, off_what].into_iter().zip(times).zip(last) {
+            let s = last.unwrap_or_default().stats().clone();
+            rows.push(Row {
+                what,
+                per: "call",
+                us: if times.is_empty() {
+                    f64::NAN
+                } else {
+                    median(times)
+                },
+                requests: s.ptrace_requests as f64,
+                stops: s.stops as f64,
+                path: "-".to_owned(),
+            });
+        }
     }
     drop((dst, a, b));
     {
@@ -557,7 +598,7 @@ fn main() {
         "{:<58} {:>10} {:>13} {:>11}  path (faults of the last run)",
         "what", "µs", "requests/op", "stops/op"
     );
-    for r in &rows {
+    for r in rows.iter().filter(|r| selected(r.what) && !r.us.is_nan()) {
         println!(
             "{:<58} {:>7.2}/{:<2} {:>13.2} {:>11.2}  {}",
             r.what,

@@ -5,8 +5,8 @@
 use std::ffi::{CStr, c_void};
 
 use traced_ffi::{
-    AccessKind, AllocFn, Allocation, ForeignFree, Region, Tracer, describe_ip, source_location,
-    traced_ffi,
+    AccessKind, AllocFn, Allocation, ForeignFree, ForeignKind, Region, Tracer, describe_ip,
+    source_location, traced_ffi,
 };
 use traced_ffi_fixtures::alloc::{self, site_line};
 
@@ -284,6 +284,94 @@ fn a_thread_created_in_the_call_has_its_allocation_recorded_with_its_tid(t: &mut
     unsafe { alloc::c_free(p) };
 }
 
+#[traced_ffi]
+fn a_thread_started_during_the_call_by_a_thread_outside_it_is_not_the_calls(t: &mut Tracer) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A thread that exists before the call and is not in it (like libtest's
+    // pool worker) starts a thread during the call; that thread allocates.
+    let go = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let outsider = {
+        let (go, done) = (Arc::clone(&go), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            let started = std::thread::spawn(|| {
+                // SAFETY: a plain malloc and free.
+                unsafe { libc::free(libc::malloc(77)) };
+            });
+            let _ = started.join();
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut out = t.buffer("out", 2);
+    let (p, trace) = t.call(|| {
+        go.store(true, Ordering::Release);
+        while !done.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // SAFETY: out holds 2 bytes; the thread alloc_in_thread starts is the call's.
+        unsafe {
+            alloc::alloc_malloc_free(out.as_mut_ptr(), 24);
+            alloc::alloc_in_thread(48)
+        }
+    });
+    let _ = outsider.join();
+    let allocs = trace.allocations();
+    let mine: Vec<(AllocFn, u64)> = allocs
+        .iter()
+        .filter(|a| a.tid == this_thread() && describe_ip(a.site).starts_with("alloc_"))
+        .map(|a| (a.function, a.size))
+        .collect();
+    assert_eq!(mine, [(AllocFn::Malloc, 24), (AllocFn::Free, 0)], "{trace}");
+    // The call's own thread: its malloc(48), and glibc's bookkeeping of the
+    // thread (its TLS block, freed when it exits).
+    let made = allocs
+        .iter()
+        .find(|a| a.result == p as u64)
+        .unwrap_or_else(|| panic!("the call's thread's malloc is recorded\n{trace}"));
+    assert_eq!((made.function, made.size), (AllocFn::Malloc, 48));
+    assert_ne!(made.tid, this_thread());
+    assert_site(made, "thread_body", "thread.malloc");
+    // Nothing from the thread the outsider started during the call.
+    assert!(
+        allocs
+            .iter()
+            .all(|a| (a.tid == this_thread() || a.tid == made.tid) && a.size != 77),
+        "{trace}"
+    );
+    // SAFETY: p came from malloc.
+    unsafe { alloc::c_free(p) };
+}
+
+#[traced_ffi]
+fn the_allocators_code_is_the_programs_own_between_calls(t: &mut Tracer) {
+    let entries = [
+        libc::malloc as *const () as *const u8,
+        libc::free as *const () as *const u8,
+        libc::realloc as *const () as *const u8,
+        libc::calloc as *const () as *const u8,
+    ];
+    // SAFETY: reading the first byte of functions of this process.
+    let before: Vec<u8> = entries
+        .iter()
+        .map(|&p| unsafe { p.read_volatile() })
+        .collect();
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
+    assert_eq!(trace.allocations().len(), 2, "{trace}");
+    // SAFETY: as above.
+    let after: Vec<u8> = entries
+        .iter()
+        .map(|&p| unsafe { p.read_volatile() })
+        .collect();
+    assert_eq!(before, after);
+    assert!(!after.contains(&0xcc), "{after:x?}");
+}
+
 #[traced_ffi(should_panic(
     expected = "native code freed buffer `out` (offset 0) at alloc_free+0x"
 ))]
@@ -308,7 +396,7 @@ fn a_refused_free_is_not_executed_and_the_heap_stays_intact(t: &mut Tracer) {
         Some(ForeignFree {
             region: Some(out.region_id()),
             name: "out".into(),
-            buffer: true,
+            kind: ForeignKind::Buffer,
             offset: 4,
         })
     );
@@ -354,7 +442,7 @@ fn a_free_of_tracked_rust_memory_is_refused_but_a_tracked_native_block_may_be_fr
         Some(ForeignFree {
             region: Some(tracked.region_id()),
             name: "v".into(),
-            buffer: false,
+            kind: ForeignKind::Tracked,
             offset: 0,
         })
     );
@@ -376,6 +464,95 @@ fn a_free_of_tracked_rust_memory_is_refused_but_a_tracked_native_block_may_be_fr
     assert_eq!(trace.allocations().len(), 1);
     t.untrack(&dup);
     assert!(t.live_allocations().is_empty());
+}
+
+/// A string in the test binary's read-only data: never a heap block (aligned
+/// like one, so only where it lies tells).
+#[repr(C, align(16))]
+struct Literal([u8; 16]);
+static LITERAL: Literal = Literal(*b"not from malloc\0");
+
+#[traced_ffi]
+fn a_free_of_an_address_no_allocator_returned_is_refused_and_not_executed(t: &mut Tracer) {
+    t.allow_foreign_free(true);
+    let at = LITERAL.0.as_ptr() as u64;
+    // SAFETY: not safe on purpose: frees a string literal; refused.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(at as *mut c_void) });
+    let refused = trace.foreign_frees();
+    assert_eq!(refused.len(), 1, "{trace}");
+    let f = refused[0].foreign.clone().expect("refused");
+    assert_eq!((refused[0].function, refused[0].ptr), (AllocFn::Free, at));
+    assert_eq!((f.kind, f.region), (ForeignKind::NotABlock, None));
+    let exe = std::env::current_exe().expect("the test binary's path");
+    assert_eq!(
+        f.name,
+        format!("in the mapping of {}", exe.display()),
+        "{trace}"
+    );
+    assert_site(refused[0], "alloc_free", "free");
+
+    // A pointer into a block, not its start: misaligned for glibc.
+    // SAFETY: a plain malloc outside any call.
+    let block = unsafe { libc::malloc(64) };
+    let inside = block as u64 + 8;
+    // SAFETY: not safe on purpose: frees the inside of a block; refused.
+    let (q, trace) = t.call(|| unsafe { alloc::alloc_realloc(inside as *mut c_void, 128) });
+    assert!(q.is_null());
+    let refused = trace.foreign_frees();
+    assert_eq!(refused.len(), 1, "{trace}");
+    assert_eq!(
+        (refused[0].function, refused[0].ptr, refused[0].result),
+        (AllocFn::Realloc, inside, 0)
+    );
+    assert_eq!(
+        refused[0].foreign,
+        Some(ForeignFree {
+            region: None,
+            name: "misaligned: glibc's blocks are 16-byte aligned".into(),
+            kind: ForeignKind::NotABlock,
+            offset: 0,
+        })
+    );
+    // The heap is intact: the block itself is freed normally, in a call too.
+    // SAFETY: block came from malloc.
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_free(block) });
+    assert!(trace.foreign_frees().is_empty(), "{trace}");
+    assert_eq!(
+        (trace.allocations()[0].function, trace.allocations()[0].ptr),
+        (AllocFn::Free, block as u64)
+    );
+}
+
+#[traced_ffi(should_panic(expected = "which no allocator returned (in the mapping of "))]
+fn a_free_of_a_string_literal_fails_the_test(t: &mut Tracer) {
+    // SAFETY: not safe on purpose: frees a string literal; refused.
+    let ((), _) = t.call(|| unsafe { alloc::alloc_free(LITERAL.0.as_ptr() as *mut c_void) });
+}
+
+#[traced_ffi]
+fn frees_of_blocks_from_before_the_call_from_rust_and_from_glibc_are_not_foreign(t: &mut Tracer) {
+    // Blocks of every origin the heap knows: before the test's first call
+    // (small and mmapped), by Rust between calls, and fopen's FILE (glibc).
+    // SAFETY: plain mallocs outside any call.
+    let small = unsafe { libc::malloc(24) };
+    // SAFETY: as above; 1 MiB is above glibc's mmap threshold.
+    let large = unsafe { libc::malloc(1 << 20) };
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
+    assert_eq!(trace.allocations().len(), 2);
+    let from_rust = Box::into_raw(Box::new([7u64; 4]));
+    for p in [small, large, from_rust.cast()] {
+        // SAFETY: each came from malloc (Rust's System allocator is malloc).
+        let ((), trace) = t.call(|| unsafe { alloc::alloc_free(p) });
+        assert!(trace.foreign_frees().is_empty(), "{trace}");
+        assert_eq!(trace.allocations().len(), 1, "{trace}");
+    }
+    let path = t.buffer_from("path", b"/proc/self/stat\0");
+    // SAFETY: path is NUL-terminated.
+    let (r, trace) = t.call(|| unsafe { alloc::alloc_fopen_fclose(path.as_ptr().cast()) });
+    assert_eq!(r, 0);
+    assert!(trace.foreign_frees().is_empty(), "{trace}");
 }
 
 #[traced_ffi]
@@ -665,4 +842,75 @@ fn zlib_deflate_init_and_end_pair_their_allocations_across_calls(t: &mut Tracer)
         t.live_allocations()
     );
     trace.expect_allocates_nothing();
+}
+
+#[traced_ffi]
+fn snapshot_of_a_trace_lists_allocator_calls_in_order_with_numbered_blocks(t: &mut Tracer) {
+    let mut out = t.buffer("out", 2);
+    // SAFETY: out holds 2 bytes.
+    let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 24) });
+    insta::assert_snapshot!("malloc_free_trace", trace.snapshot());
+    // SAFETY: leaks 40 bytes (freed below).
+    let ((), trace) = t.call(|| unsafe { alloc::alloc_leak_one(40) });
+    insta::assert_snapshot!("leak_one_trace", trace.snapshot());
+    let leaked = trace.unfreed()[0].result;
+    // SAFETY: returns a block the test frees.
+    let (p, trace) = t.call(|| unsafe { alloc::alloc_realloc_many(3) });
+    insta::assert_snapshot!("realloc_many_trace", trace.snapshot());
+    t.allow_foreign_free(true);
+    // SAFETY: frees the leaked block (from an earlier call), then is refused
+    // the inside of the buffer.
+    let ((), trace) = t.call(|| unsafe {
+        alloc::alloc_free(leaked as *mut c_void);
+        alloc::alloc_free(out.as_mut_ptr().add(1).cast());
+        alloc::alloc_free(p);
+    });
+    insta::assert_snapshot!("free_earlier_and_refused_trace", trace.snapshot());
+}
+
+/// Set to `1` in the environment of the child run of [`crash_child`].
+const CRASH_CHILD_ENV: &str = "TRACED_FFI_ALLOC_CRASH_CHILD";
+/// The full name of the child test.
+const CRASH_CHILD: &str = "allocations::crash_child";
+
+/// Allocates, frees, then crashes in a call, when run as the child of the test
+/// below.
+#[traced_ffi(ignore)]
+fn crash_child(t: &mut Tracer) {
+    if std::env::var(CRASH_CHILD_ENV).as_deref() != Ok("1") {
+        return;
+    }
+    let mut out = t.buffer("out", 1);
+    // SAFETY: out holds 1 byte; the call crashes the process on purpose.
+    let ((), _) = t.call(|| unsafe { alloc::alloc_then_crash(out.as_mut_ptr(), 40) });
+}
+
+#[traced_ffi]
+fn a_crash_report_lists_the_allocator_calls_so_far_and_the_live_blocks(_t: &mut Tracer) {
+    let run = crate::child::run_self(
+        &["--exact", CRASH_CHILD, "--include-ignored"],
+        &[(CRASH_CHILD_ENV, "1")],
+    );
+    let dump = run.dump();
+    assert_eq!(run.status.code(), Some(101), "{dump}");
+    let report = run
+        .stdout
+        .split_once("allocator calls recorded so far in this call:")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no allocator calls in the report\n{dump}"));
+    let lines: Vec<&str> = report.lines().skip(1).take(5).map(str::trim).collect();
+    let kept = format!("c/alloc.c:{}", site_line("crash.kept"));
+    assert!(
+        lines[0].starts_with("malloc(40) = 0x")
+            && lines[0].contains("at alloc_then_crash+0x")
+            && lines[0].contains(&kept),
+        "{dump}"
+    );
+    assert!(lines[1].starts_with("malloc(8) = 0x"), "{dump}");
+    assert!(lines[2].starts_with("free(0x"), "{dump}");
+    assert_eq!(
+        lines[3], "blocks allocated in this call and not freed: 1 (40 bytes)",
+        "{dump}"
+    );
+    assert_eq!(lines[4], lines[0], "{dump}");
 }

@@ -19,6 +19,7 @@ mod callbacks;
 mod containment;
 mod contracts;
 mod cost;
+mod cpp;
 mod crash;
 mod display;
 mod fields;

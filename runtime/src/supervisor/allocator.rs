@@ -4,11 +4,16 @@
 //! with `StartCall` (`tracee/allocator.rs`). The first time, the supervisor
 //! copies each entry's first instruction into a trampoline in the stub
 //! area's last page (re-encoded there if RIP-relative, followed by a jump
-//! to the entry's second instruction). For the call's duration it writes
-//! `int3` over each entry's first byte (through `/proc/PID/mem`: one write
-//! per stretch of code holding entries, one for glibc's) and puts the bytes
-//! back when the call ends, so a call that allocates nothing pays two
-//! writes and no stop.
+//! to the entry's second instruction). For the call's duration an `int3`
+//! sits on each entry's first byte. The test process writes them itself,
+//! with plain stores, after the supervisor's `Started` answer (which names
+//! the entries that have a trampoline) and takes them out before its
+//! `EndCall`: it made its allocator's code mappings writable once
+//! (`tracee/allocator.rs`), so a call that allocates nothing pays nothing.
+//! Where that is refused, the supervisor writes them through
+//! `/proc/PID/mem` (one write per stretch of code holding entries, one for
+//! glibc's; about 3 µs each) and puts the bytes back when the call ends;
+//! it also puts them back when the calling thread dies during a call.
 //!
 //! At an entry's trap (rip = entry + 1), for a thread of the call that is
 //! not already inside an allocator call:
@@ -35,6 +40,7 @@ use std::os::unix::fs::FileExt;
 use libc::{pid_t, user_regs_struct};
 
 use super::core::Supervisor;
+use super::heap::Mapping;
 use super::heap::{Entry, Span};
 use super::report::report;
 use super::thread::PendingReturn;
@@ -42,7 +48,7 @@ use crate::decode::insn;
 use crate::layout::{
     RETURN_TRAP_OFFSET, SHADOW_BYTES, SLOT_SIZE, TRAMPOLINE_OFFSET, TRAMPOLINE_SIZE,
 };
-use crate::trace::alloc::{AllocFn, Allocation, ForeignFree, live_after};
+use crate::trace::alloc::{AllocFn, Allocation, ForeignFree, ForeignKind, live_after};
 use crate::trace::event::{Note, RegionKind};
 
 /// `int3`.
@@ -52,18 +58,20 @@ impl Supervisor {
     /// At the start of a call: prepares the entry points not seen before and
     /// puts their breakpoints in place. An entry that cannot be prepared is
     /// named in a note of the call and its calls are not recorded.
-    pub(super) fn arm_allocator(&mut self, wanted: &[(AllocFn, u64)], native_blocks: Vec<u64>) {
+    /// With `by_tracee`, returns the entries (bit `i` for `wanted[i]`) the
+    /// test process is to arm itself.
+    pub(super) fn arm_allocator(
+        &mut self,
+        wanted: &[(AllocFn, u64)],
+        native_blocks: Vec<u64>,
+        by_tracee: bool,
+    ) -> u16 {
         self.heap.recorded.clear();
         self.heap.native_blocks = native_blocks;
+        self.heap.armed_by_tracee = false;
         if wanted.is_empty() {
-            return;
+            return 0;
         }
-        self.heap.threads_at_start = std::fs::read_dir(format!("/proc/{}/task", self.child))
-            .map(|dir| {
-                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut problems = Vec::new();
         for &(function, addr) in wanted {
             if self.heap.entry_at(addr).is_some() {
@@ -86,29 +94,30 @@ impl Supervisor {
             };
             self.heap.entries.push(entry);
         }
-        let armed = self.build_spans().and_then(|()| {
-            let mut written = 0;
-            let result = self.heap.spans.iter().try_for_each(|span| {
-                written += 1;
-                match self.mem.write_at(&span.armed, span.start) {
-                    Ok(n) if n == span.armed.len() => Ok(()),
-                    Ok(_) => Err(format!("short write at {:#x}", span.start)),
-                    Err(err) => Err(format!("{err} at {:#x}", span.start)),
-                }
-            });
-            if result.is_err() {
-                // Never leave a breakpoint behind.
-                for span in &self.heap.spans[..written] {
-                    let _ = self.mem.write_at(&span.original, span.start);
+        // The spans are built (the program's bytes read) at the first call,
+        // before any breakpoint: they put the bytes back if the test
+        // process cannot.
+        let spans = self.build_spans();
+        let mut mask = 0;
+        if by_tracee && spans.is_ok() {
+            for (i, &(_, addr)) in wanted.iter().enumerate().take(16) {
+                if self
+                    .heap
+                    .entry_at(addr)
+                    .is_some_and(|e| e.trampoline.is_some())
+                {
+                    mask |= 1 << i;
                 }
             }
-            result
-        });
-        match armed {
-            Ok(()) => self.heap.armed = true,
-            Err(why) => problems.push(format!(
-                "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
-            )),
+            self.heap.armed = true;
+            self.heap.armed_by_tracee = true;
+        } else {
+            match spans.and_then(|()| self.write_spans(true)) {
+                Ok(()) => self.heap.armed = true,
+                Err(why) => problems.push(format!(
+                    "the allocator's calls are not recorded: cannot write its breakpoints: {why}"
+                )),
+            }
         }
         if let Some(call) = &mut self.call {
             for text in problems {
@@ -122,6 +131,38 @@ impl Supervisor {
                 });
             }
         }
+        mask
+    }
+
+    /// The calling thread died during the call: it cannot take out the
+    /// breakpoints it put in place, so the supervisor does. The process may
+    /// be dying too (a fatal signal), so a failed write says nothing.
+    pub(super) fn allocator_caller_gone(&mut self) {
+        if self.heap.armed && self.heap.armed_by_tracee {
+            let _ = self.write_spans(false);
+        }
+    }
+
+    /// Writes the breakpoints (`armed`) or the program's bytes into every
+    /// stretch of code holding entries; a failed write undoes the ones made
+    /// (never leaving a breakpoint behind).
+    fn write_spans(&mut self, armed: bool) -> Result<(), String> {
+        let mut written = 0;
+        let result = self.heap.spans.iter().try_for_each(|span| {
+            written += 1;
+            let bytes = if armed { &span.armed } else { &span.original };
+            match self.mem.write_at(bytes, span.start) {
+                Ok(n) if n == bytes.len() => Ok(()),
+                Ok(_) => Err(format!("short write at {:#x}", span.start)),
+                Err(err) => Err(format!("{err} at {:#x}", span.start)),
+            }
+        });
+        if result.is_err() && armed {
+            for span in &self.heap.spans[..written] {
+                let _ = self.mem.write_at(&span.original, span.start);
+            }
+        }
+        result
     }
 
     /// Groups the entry points into stretches of code written whole, with
@@ -219,13 +260,12 @@ impl Supervisor {
     pub(super) fn disarm_allocator(&mut self) -> Vec<Allocation> {
         if self.heap.armed {
             self.heap.armed = false;
-            for span in &self.heap.spans {
-                if let Err(err) = self.mem.write_at(&span.original, span.start) {
-                    report(format_args!(
-                        "cannot remove the allocator's breakpoints at {:#x}: {err}",
-                        span.start
-                    ));
-                }
+            if !std::mem::take(&mut self.heap.armed_by_tracee)
+                && let Err(why) = self.write_spans(false)
+            {
+                report(format_args!(
+                    "cannot remove the allocator's breakpoints: {why}"
+                ));
             }
         }
         self.heap.native_blocks.clear();
@@ -277,7 +317,7 @@ impl Supervisor {
         };
         let args = [regs.rdi, regs.rsi, regs.rdx];
         if entry.function.takes_block()
-            && let Some(foreign) = self.foreign_block(regs.rdi)
+            && let Some(foreign) = self.foreign_block(regs.rdi, entry.addr)
         {
             // Not executed: return to the caller at once.
             let pending = PendingReturn {
@@ -321,17 +361,15 @@ impl Supervisor {
         true
     }
 
-    /// True if `tid` is a thread of the call: the caller, a thread created
-    /// during the call whose clone event was seen, or a thread of the test
-    /// process that did not exist when the call started (its parent's clone
-    /// event may not have been seen yet). Never a thread of another process
-    /// (a forked child runs the allocator's breakpoints too).
+    /// True if `tid` is a thread of the call: the caller, or a thread its
+    /// threads created during the call (a new thread is held at its first
+    /// stop until its parent's clone event says whose it is, see
+    /// `thread::Births`), or a thread that touched a protected page. Never
+    /// another thread of the process (a pool thread of the test harness, a
+    /// thread another test started) nor a forked process (which runs the
+    /// allocator's breakpoints too).
     fn is_call_thread(&self, tid: pid_t) -> bool {
-        let Some(call) = &self.call else { return false };
-        call.threads.contains(&tid)
-            || (!self.heap.threads_at_start.contains(&tid)
-                && !self.foreign.contains(&tid)
-                && std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists())
+        self.call.as_ref().is_some_and(|c| c.threads.contains(&tid))
     }
 
     /// `tid` returned from a recorded allocator call into the return trap.
@@ -419,8 +457,62 @@ impl Supervisor {
 
     /// If freeing `p` would free memory the allocator does not own (a
     /// buffer's bytes, a tracked range that is not a block native code
-    /// allocated, a dropped buffer), what it points into.
-    fn foreign_block(&self, p: u64) -> Option<ForeignFree> {
+    /// allocated, a dropped buffer, an address no block of glibc's allocator
+    /// can have), what it points into. `entry` is the `free`/`realloc`
+    /// called.
+    fn foreign_block(&mut self, p: u64, entry: u64) -> Option<ForeignFree> {
+        let found = self.foreign_region(p);
+        if found.is_some() || p == 0 {
+            return found;
+        }
+        self.not_a_block(p, entry)
+            .map(|(name, offset)| ForeignFree {
+                region: None,
+                name,
+                kind: ForeignKind::NotABlock,
+                offset,
+            })
+    }
+
+    /// Why `p` cannot be a block of glibc's allocator, with its offset in
+    /// its mapping; `None` if it can be one, or the allocator called (at
+    /// `entry`) is not glibc's (another allocator may place blocks
+    /// anywhere). glibc's blocks are 16-byte aligned and lie on its heap
+    /// (`brk`) or in anonymous mappings: never in a file's mapping, the main
+    /// thread's stack, the vDSO, or no mapping. Judged from the test
+    /// process's mappings as last read; read again before saying no, so a
+    /// mapping made since (a large block's) is never taken for a violation.
+    fn not_a_block(&mut self, p: u64, entry: u64) -> Option<(String, i64)> {
+        if self.heap.maps.is_empty() {
+            self.heap.maps = read_maps(self.child);
+        }
+        let is_glibc = |maps: &[Mapping]| {
+            mapping_at(maps, entry).is_some_and(|m| m.name.rsplit('/').next() == Some("libc.so.6"))
+        };
+        if !is_glibc(&self.heap.maps) {
+            return None;
+        }
+        if !p.is_multiple_of(16) {
+            return Some((
+                "misaligned: glibc's blocks are 16-byte aligned".to_owned(),
+                0,
+            ));
+        }
+        // Believed when it says "may be a block" (at worst a violation is
+        // missed); checked afresh when it says "cannot be".
+        cannot_hold_blocks(mapping_at(&self.heap.maps, p))?;
+        self.heap.maps = read_maps(self.child);
+        if self.heap.maps.is_empty() {
+            // Unreadable: say nothing rather than something wrong.
+            return None;
+        }
+        let mapping = mapping_at(&self.heap.maps, p);
+        cannot_hold_blocks(mapping).map(|why| (why, mapping.map_or(0, |m| (p - m.start) as i64)))
+    }
+
+    /// What `p` points into among the call's regions and the buffers'
+    /// reserved range (see `foreign_block`).
+    fn foreign_region(&self, p: u64) -> Option<ForeignFree> {
         if p == 0 {
             return None;
         }
@@ -432,7 +524,7 @@ impl Supervisor {
                     return Some(ForeignFree {
                         region: Some(r.id),
                         name: r.name.clone(),
-                        buffer: true,
+                        kind: ForeignKind::Buffer,
                         offset,
                     });
                 }
@@ -443,7 +535,7 @@ impl Supervisor {
                         return Some(ForeignFree {
                             region: Some(r.id),
                             name: r.name.clone(),
-                            buffer: false,
+                            kind: ForeignKind::Tracked,
                             offset,
                         });
                     }
@@ -462,10 +554,47 @@ impl Supervisor {
                     || "(none: the buffers' reserved range)".to_owned(),
                     |d| format!("{} (dropped)", d.name),
                 ),
-                buffer: true,
+                kind: ForeignKind::Buffer,
                 offset: dropped.map_or(0, |d| (i128::from(p) - i128::from(d.start)) as i64),
             });
         }
         None
     }
+}
+
+/// The test process's mappings (`/proc/PID/maps`); empty if unreadable.
+fn read_maps(pid: pid_t) -> Vec<Mapping> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| {
+            text.lines()
+                .filter_map(crate::trace::symbols::parse_maps_line)
+                .map(|m| Mapping {
+                    start: m.start,
+                    end: m.end,
+                    name: m.path.to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The mapping holding `addr`.
+fn mapping_at(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
+    maps.iter().find(|m| m.start <= addr && addr < m.end)
+}
+
+/// Why no block of glibc's allocator can lie in `mapping` (`None`: no
+/// mapping), or `None` if one can: its heap, anonymous mappings (named or
+/// not), huge pages (`/anon_hugepage`, with `glibc.malloc.hugetlb`).
+fn cannot_hold_blocks(mapping: Option<&Mapping>) -> Option<String> {
+    let Some(m) = mapping else {
+        return Some("in no mapping".to_owned());
+    };
+    let name = m.name.as_str();
+    let file = name.starts_with('/') && !name.starts_with("/anon_hugepage");
+    let pseudo = matches!(
+        name,
+        "[stack]" | "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
+    );
+    (file || pseudo).then(|| format!("in the mapping of {name}"))
 }

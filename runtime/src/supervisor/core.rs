@@ -18,7 +18,7 @@ use super::cause::{is_crash, is_ignored};
 use super::heap::Heap;
 use super::ptrace::{self, PTRACE_EVENT_STOP, Ptrace, WaitEvent};
 use super::report::{die_of, install_report_handler, report, report_requested, wait_untraced};
-use super::thread::Thread;
+use super::thread::{Births, Thread};
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::trace::event::{Dropped, Note, Trace};
@@ -73,6 +73,8 @@ pub(super) struct Supervisor {
     pub(super) heap: Heap,
     /// Translated code and what it logs (`cache`).
     pub(super) cache: CodeCache,
+    /// The test process's threads, from the clone events (`threads`).
+    pub(super) births: Births,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -150,6 +152,10 @@ pub(crate) fn supervise(
         dropped: Vec::new(),
         heap: Heap::default(),
         cache: CodeCache::from_env(),
+        births: Births {
+            live: HashSet::from([child]),
+            ..Births::default()
+        },
         request_parts: protocol::RequestParts::default(),
     };
     sup.run()
@@ -236,11 +242,13 @@ impl Supervisor {
                     // Its last stores are done: read them before forgetting it.
                     self.read_back_writes_of(Some(tid));
                     self.threads.remove(&tid);
+                    self.thread_gone(tid);
                     self.late_thread_exited(tid);
                     if let Some(call) = &mut self.call {
                         call.threads.remove(&tid);
                     }
                     if self.call.as_ref().is_some_and(|c| c.tid == tid) {
+                        self.allocator_caller_gone();
                         self.report_end_during_call(&event);
                         self.end_call_state();
                     }
@@ -254,6 +262,9 @@ impl Supervisor {
                         );
                     if is_group_stop {
                         self.ok(tid, |pt| pt.listen(tid));
+                    } else if event == PTRACE_EVENT_STOP && self.on_first_stop(tid) {
+                        // A new thread: resumed, or held until its parent's
+                        // clone event names it.
                     } else if event == libc::PTRACE_EVENT_SECCOMP {
                         self.on_seccomp(tid);
                     } else if event == libc::PTRACE_EVENT_CLONE {
@@ -392,8 +403,8 @@ impl Supervisor {
                     ))
                 } else {
                     self.stop_watching(tid);
-                    self.begin_call_state(start);
-                    Reply::Started
+                    let arm = self.begin_call_state(start);
+                    Reply::Started { arm }
                 }
             }
             Request::EndCall { restore } => match self.call.as_ref() {
@@ -411,7 +422,9 @@ impl Supervisor {
         }
     }
 
-    fn begin_call_state(&mut self, start: protocol::StartCall) {
+    /// Registers the call; returns the allocator breakpoints the test
+    /// process is to put in place (see `Reply::Started`).
+    fn begin_call_state(&mut self, start: protocol::StartCall) -> u16 {
         self.note_signal_state(start.tid);
         self.dropped = start.dropped;
         self.call = Some(Call::new(
@@ -424,7 +437,7 @@ impl Supervisor {
         if let Some(call) = &mut self.call {
             call.code_cache = start.code_cache;
         }
-        self.arm_allocator(&start.allocator, start.native_blocks);
+        self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }
 
     fn end_call_state(&mut self) -> Trace {

@@ -22,24 +22,15 @@ impl Supervisor {
             if vfork {
                 self.vforked.insert(child as pid_t);
             }
+            self.announce(child as pid_t);
         }
         self.resume(tid, 0);
     }
 
     /// True if `tid` is not a thread of the test process: a forked child or
     /// one of its threads.
-    pub(super) fn is_foreign(&mut self, tid: pid_t) -> bool {
-        if self.foreign.contains(&tid) {
-            return true;
-        }
-        if tid == self.child || self.call.as_ref().is_some_and(|c| c.threads.contains(&tid)) {
-            return false;
-        }
-        let foreign = !std::path::Path::new(&format!("/proc/{}/task/{tid}", self.child)).exists();
-        if foreign {
-            self.foreign.insert(tid);
-        }
-        foreign
+    pub(super) fn is_foreign(&self, tid: pid_t) -> bool {
+        !self.births.live.contains(&tid)
     }
 
     /// A forked child touched its copy of a protected page: open all of them

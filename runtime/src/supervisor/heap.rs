@@ -2,9 +2,7 @@
 //! points, their breakpoints and trampolines (see `allocator`). Kept for
 //! the supervisor's life: the entry points do not move.
 
-use std::collections::{HashMap, HashSet};
-
-use libc::pid_t;
+use std::collections::HashMap;
 
 use crate::trace::alloc::{AllocFn, Allocation};
 
@@ -30,6 +28,15 @@ pub(super) struct Span {
     pub(super) armed: Vec<u8>,
 }
 
+/// One line of the test process's `/proc/PID/maps`.
+#[derive(Debug, Clone)]
+pub(super) struct Mapping {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    /// The file, a pseudo-name (`[heap]`, `[stack]`), or empty.
+    pub(super) name: String,
+}
+
 /// The allocator's breakpoints.
 #[derive(Debug, Default)]
 pub(super) struct Heap {
@@ -37,6 +44,9 @@ pub(super) struct Heap {
     pub(super) entries: Vec<Entry>,
     /// Whether their `int3`s are in place (during a call that records).
     pub(super) armed: bool,
+    /// Whether the test process put them in place and takes them out
+    /// itself (`StartCall::arms_allocator`); else the supervisor does.
+    pub(super) armed_by_tracee: bool,
     /// The code written to arm and disarm them, made for `spans_of` entries.
     pub(super) spans: Vec<Span>,
     pub(super) spans_of: usize,
@@ -47,10 +57,8 @@ pub(super) struct Heap {
     /// Blocks native code allocated in the test's earlier calls and did not
     /// free (from `StartCall`).
     pub(super) native_blocks: Vec<u64>,
-    /// The test process's threads when the call started: a thread not
-    /// among them was created during the call (its first allocation can
-    /// come before its parent's clone event).
-    pub(super) threads_at_start: HashSet<pid_t>,
+    /// The test process's mappings as last read (`allocator::not_a_block`).
+    pub(super) maps: Vec<Mapping>,
 }
 
 impl Heap {

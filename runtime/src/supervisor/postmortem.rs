@@ -20,23 +20,31 @@ use super::ptrace::{self, WaitEvent};
 use super::report::report;
 use crate::decode::syscalls;
 use crate::protocol::REPORTED_EXIT_CODE;
+use crate::trace::alloc::{describe_allocation, live_after};
 use crate::trace::event::Trace;
 
 /// At most this many accesses (the last ones) are listed in a report.
 const MAX_ACCESS_ROWS: usize = 16;
+/// At most this many allocator calls (the last ones), and as many live
+/// blocks, are listed in a report.
+const MAX_ALLOC_ROWS: usize = 16;
 
 impl Supervisor {
     /// The call's accesses so far, at most [`MAX_ACCESS_ROWS`] (the last
-    /// ones), as the table `Trace` displays; marks them shown.
+    /// ones), as the table `Trace` displays, then its allocator calls; marks
+    /// them shown.
     pub(super) fn accesses_so_far(&mut self) -> String {
         self.read_back_writes_of(None);
+        let allocations = self.allocations_so_far();
         let Some(call) = &mut self.call else {
             return String::new();
         };
         call.accesses_shown = true;
         let total = call.accesses.len();
         if total == 0 && call.unsupported.is_empty() && call.unknown_syscalls.is_empty() {
-            return "\n  no access to a traced region was recorded in this call".to_owned();
+            return format!(
+                "\n  no access to a traced region was recorded in this call{allocations}"
+            );
         }
         let skip = total.saturating_sub(MAX_ACCESS_ROWS);
         let trace = Trace::new(
@@ -52,7 +60,36 @@ impl Supervisor {
         } else {
             String::new()
         };
-        format!("\n  {shown}accesses recorded so far in this call: {trace}")
+        format!("\n  {shown}accesses recorded so far in this call: {trace}{allocations}")
+    }
+
+    /// The call's allocator calls so far (the last [`MAX_ALLOC_ROWS`]) and
+    /// the blocks it allocated that are still live, for a report.
+    fn allocations_so_far(&self) -> String {
+        let recorded = &self.heap.recorded;
+        if recorded.is_empty() {
+            return String::new();
+        }
+        let skip = recorded.len().saturating_sub(MAX_ALLOC_ROWS);
+        let shown = if skip > 0 {
+            format!("the last {MAX_ALLOC_ROWS} of {} ", recorded.len())
+        } else {
+            String::new()
+        };
+        let mut text = format!("\n  {shown}allocator calls recorded so far in this call:");
+        for a in &recorded[skip..] {
+            text.push_str(&format!("\n    {}", describe_allocation(a)));
+        }
+        let live = live_after(recorded);
+        let bytes: u64 = live.values().map(|a| a.size).sum();
+        text.push_str(&format!(
+            "\n  blocks allocated in this call and not freed: {} ({bytes} bytes)",
+            live.len()
+        ));
+        for a in live.values().take(MAX_ALLOC_ROWS) {
+            text.push_str(&format!("\n    {}", describe_allocation(a)));
+        }
+        text
     }
 
     /// A thread of the call (or the test process) ended while the call was

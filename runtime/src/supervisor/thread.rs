@@ -78,3 +78,25 @@ pub(super) struct InKernel {
     /// Where the stub's final `int3` leaves `rip`.
     pub(super) trap_end: u64,
 }
+
+/// The test process's threads as the supervisor sees them come and go: every
+/// thread of the process is created after the seize (the launch forks before
+/// any thread starts), so the clone events name them all.
+///
+/// A new thread's first stop (`PTRACE_EVENT_STOP`, before it runs any code)
+/// and its parent's clone event reach `waitid` in either order. A thread
+/// whose first stop comes first is held there until the clone event names
+/// it, so that when it runs, the supervisor knows who created it (whether it
+/// is a thread of the call in progress) without looking at `/proc`.
+#[derive(Debug, Default)]
+pub(super) struct Births {
+    /// The test process's live threads: its main thread and every thread a
+    /// clone event of one of them named, until it exits.
+    pub(super) live: std::collections::HashSet<libc::pid_t>,
+    /// Threads (and forked processes) named by a clone or fork event whose
+    /// first stop has not come yet.
+    pub(super) announced: std::collections::HashSet<libc::pid_t>,
+    /// Threads whose first stop came before the event that names them:
+    /// stopped, resumed when it comes.
+    pub(super) unannounced: std::collections::HashSet<libc::pid_t>,
+}

@@ -43,15 +43,62 @@ impl Supervisor {
         Some(free)
     }
 
-    /// A thread of the call created a thread: it belongs to the call too.
+    /// A thread created a thread: a thread of the test process (of the call
+    /// too, if its creator is one), or of a forked process.
     pub(super) fn on_clone(&mut self, tid: pid_t) {
-        if let Ok(new) = self.pt.geteventmsg(tid)
-            && let Some(call) = &mut self.call
-            && call.threads.contains(&tid)
-        {
-            call.threads.insert(new as pid_t);
+        if let Ok(new) = self.pt.geteventmsg(tid) {
+            let new = new as pid_t;
+            if self.births.live.contains(&tid) {
+                self.births.live.insert(new);
+                if let Some(call) = &mut self.call
+                    && call.threads.contains(&tid)
+                {
+                    call.threads.insert(new);
+                }
+            } else {
+                self.foreign.insert(new);
+            }
+            self.announce(new);
         }
         self.resume(tid, 0);
+    }
+
+    /// A clone or fork event named `new`: resumes it if its first stop came
+    /// first.
+    pub(super) fn announce(&mut self, new: pid_t) {
+        if self.births.unannounced.remove(&new) {
+            if let Some(thread) = self.threads.get_mut(&new) {
+                thread.held = false;
+            }
+            self.resume(new, 0);
+        } else {
+            self.births.announced.insert(new);
+        }
+    }
+
+    /// A `PTRACE_EVENT_STOP` of `tid` that is not a group-stop: if it is a
+    /// new thread's first stop, resumes it, or holds it until the event that
+    /// names it comes, and returns true. False for another thread's stray
+    /// stop (a `PTRACE_INTERRUPT` whose stop nobody waited for).
+    pub(super) fn on_first_stop(&mut self, tid: pid_t) -> bool {
+        if self.births.announced.remove(&tid) {
+            self.resume(tid, 0);
+            return true;
+        }
+        if self.births.live.contains(&tid) || self.foreign.contains(&tid) {
+            return false;
+        }
+        // Stopped until `announce`: nothing may wait for another stop of it.
+        self.births.unannounced.insert(tid);
+        self.thread_mut(tid).held = true;
+        true
+    }
+
+    /// `tid` exited.
+    pub(super) fn thread_gone(&mut self, tid: pid_t) {
+        self.births.live.remove(&tid);
+        self.births.announced.remove(&tid);
+        self.births.unannounced.remove(&tid);
     }
 
     /// Stops every other thread of the call; `None` if there is none.

@@ -79,19 +79,52 @@ impl fmt::Display for AllocFn {
     }
 }
 
+/// What a refused `free`/`realloc` pointed into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForeignKind {
+    /// A buffer's span (or a dropped buffer's).
+    Buffer,
+    /// A tracked range that is not a block native code allocated.
+    Tracked,
+    /// Memory no block of the allocator can lie in (glibc's allocator): a
+    /// misaligned pointer, a file's mapping (code, read-only data, a
+    /// string literal), the main thread's stack, no mapping at all.
+    NotABlock,
+}
+
 /// A `free`/`realloc` of memory the allocator does not own: a buffer's or
-/// tracked range's bytes (or a dropped buffer's). It was not executed: `free`
-/// returned at once, `realloc` returned `NULL`.
+/// tracked range's bytes (or a dropped buffer's), or an address no block
+/// can have. It was not executed: `free` returned at once, `realloc`
+/// returned `NULL`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignFree {
-    /// The region the pointer points into (`None` for a dropped buffer).
+    /// The region the pointer points into (`None` for a dropped buffer and
+    /// for [`ForeignKind::NotABlock`]).
     pub region: Option<RegionId>,
-    /// Its name.
+    /// Its name; for [`ForeignKind::NotABlock`], why the address cannot be
+    /// a block (`misaligned: ...`, `in the mapping of /usr/lib/...`).
     pub name: String,
-    /// Whether it is a buffer (else tracked memory).
-    pub buffer: bool,
-    /// The pointer's offset from the region's first byte.
+    /// What it points into.
+    pub kind: ForeignKind,
+    /// The pointer's offset from the region's first byte (from the
+    /// mapping's first byte for [`ForeignKind::NotABlock`]).
     pub offset: i64,
+}
+
+impl ForeignFree {
+    /// `buffer `out` (offset 0)`, `tracked range `v` (offset 4)`, or
+    /// `0x5555…, which no allocator returned (misaligned: ...)`.
+    pub fn describe(&self, ptr: u64) -> String {
+        match self.kind {
+            ForeignKind::Buffer => format!("buffer `{}` (offset {})", self.name, self.offset),
+            ForeignKind::Tracked => {
+                format!("tracked range `{}` (offset {})", self.name, self.offset)
+            }
+            ForeignKind::NotABlock => {
+                format!("{ptr:#x}, which no allocator returned ({})", self.name)
+            }
+        }
+    }
 }
 
 /// One call of an allocator entry point made during a traced call.
@@ -187,12 +220,7 @@ pub fn describe_allocation(a: &Allocation) -> String {
     }
     let mut line = format!("{call} at {at}, thread {}", a.tid);
     if let Some(f) = &a.foreign {
-        line.push_str(&format!(
-            "  <- NOT EXECUTED: frees {} `{}` (offset {})",
-            if f.buffer { "buffer" } else { "tracked range" },
-            f.name,
-            f.offset
-        ));
+        line.push_str(&format!("  <- NOT EXECUTED: frees {}", f.describe(a.ptr)));
     }
     line
 }

@@ -30,6 +30,9 @@ pub struct ActiveCall {
     /// dropped only after the end request is sent, for the same reason.
     start: Option<Kept>,
     affinity: Option<libc::cpu_set_t>,
+    /// The allocator breakpoints this side put in place (see
+    /// `allocator::set_breakpoints`), removed before the end request.
+    breakpoints: u16,
 }
 
 /// What `begin_call` made and keeps until the end request is sent.
@@ -90,6 +93,8 @@ pub fn begin_call(
     }
     install_indirect_filter_once();
     let mut guard = client.lock();
+    // With the lock held: no call is active, no breakpoint is in place.
+    let arms_allocator = alloc.enabled && super::allocator::self_arming().is_some();
     let affinity = client.cpu().and_then(pin_to);
     let io_err = |source| CallError::Io {
         call: call.to_owned(),
@@ -112,6 +117,7 @@ pub fn begin_call(
         } else {
             Vec::new()
         },
+        arms_allocator,
         native_blocks: alloc.native_blocks,
         code_cache,
     };
@@ -124,6 +130,7 @@ pub fn begin_call(
         end_parts,
         start: None,
         affinity,
+        breakpoints: 0,
     };
     // Set before the request: from the supervisor's answer on, nothing here
     // allocates or frees (the request is kept until the end is sent).
@@ -132,7 +139,7 @@ pub fn begin_call(
         .map_err(io_err)
         .and_then(|()| protocol::read_small_frame::<Reply>(&mut *guard).map_err(io_err))
         .and_then(|reply| match reply {
-            Reply::Started => Ok(()),
+            Reply::Started { arm } => Ok(arm),
             Reply::Refused(reason) => Err(CallError::Refused {
                 call: call.to_owned(),
                 reason,
@@ -142,11 +149,18 @@ pub fn begin_call(
                 what: "a trace in answer to StartCall".into(),
             }),
         });
-    if let Err(e) = started {
-        set_running_call_on_this_thread(None);
-        return Err(e);
-    }
+    let arm = match started {
+        Ok(arm) => arm,
+        Err(e) => {
+            set_running_call_on_this_thread(None);
+            return Err(e);
+        }
+    };
     active.guard = Some(guard);
+    if arms_allocator && arm != 0 {
+        super::allocator::set_breakpoints(arm, true);
+        active.breakpoints = arm;
+    }
     let protected = spans.iter().try_for_each(|&(start, end)| {
         protect(start, end - start, libc::PROT_NONE).map_err(|source| (start, source))
     });
@@ -179,6 +193,7 @@ impl ActiveCall {
         // Nothing here allocates or frees until the end request is sent:
         // the supervisor records the allocator's calls until then.
         let running = take_running_call_on_this_thread();
+        super::allocator::set_breakpoints(std::mem::take(&mut self.breakpoints), false);
         let mut first_err: Option<(u64, io::Error)> = None;
         for &(start, len, prot) in &self.restore {
             if let Err(source) = protect(start, len, prot) {
