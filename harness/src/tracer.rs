@@ -11,9 +11,9 @@ use crate::typed::{Fields, Typed, TypedSlice};
 use std::collections::BTreeMap;
 
 use traced_ffi_runtime::{
-    AllocError, AllocFn, AllocTracing, Allocation, CallError, Field, GuardedMapping, PAGE_SIZE,
-    Protection, Region, RegionDesc, RegionId, RegionKind, Trace, describe_ip, page_floor,
-    page_protection, source_location,
+    AllocError, AllocFn, AllocTracing, Allocation, CallError, CodeCache, Field, GuardedMapping,
+    PAGE_SIZE, Protection, Region, RegionDesc, RegionId, RegionKind, Trace, describe_ip,
+    page_floor, page_protection, source_location,
 };
 
 /// Region ids are unique within the process.
@@ -81,8 +81,8 @@ pub struct Tracer {
     allow_foreign_free: bool,
     /// Whether calls record the allocator's calls.
     trace_allocations: bool,
-    /// Whether hot loops may run in the code cache.
-    code_cache: bool,
+    /// Whether hot loops may run in the code cache, and for how long.
+    code_cache: CodeCache,
     /// Blocks native code allocated in this test's calls and has not freed
     /// (as far as the calls saw), by address.
     live: BTreeMap<u64, Allocation>,
@@ -101,7 +101,7 @@ impl Tracer {
             allow_unsupported: false,
             allow_foreign_free: false,
             trace_allocations: true,
-            code_cache: true,
+            code_cache: CodeCache::default(),
             live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
@@ -316,7 +316,23 @@ impl Tracer {
     /// t.use_code_cache(false);
     /// ```
     pub fn use_code_cache(&mut self, on: bool) {
-        self.code_cache = on;
+        self.code_cache.enabled = on;
+    }
+
+    /// How many backward branches a translated loop takes before it leaves
+    /// the code cache (and, in a call with several threads, lets the others
+    /// run: they are stopped while one runs translated code). A loop that
+    /// waits for another thread of the call needs a budget small enough
+    /// that the wait is short; the default (2^18, or the environment's
+    /// `TRACED_FFI_CACHE_BUDGET`) suits loops that do work. 0 restores the
+    /// default.
+    ///
+    /// ```no_run
+    /// # let mut t = traced_ffi::Tracer::new("doc");
+    /// t.cache_budget(1000);
+    /// ```
+    pub fn cache_budget(&mut self, branches: u64) {
+        self.code_cache.budget = branches;
     }
 
     /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)

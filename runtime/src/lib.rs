@@ -41,5 +41,5 @@ pub use trace::event::{
 };
 pub use trace::symbols::{describe_ip, source_location, symbolize};
 pub use tracee::arena::{GuardedMapping, page_protection};
-pub use tracee::call::{ActiveCall, AllocTracing, Protection, begin_call};
+pub use tracee::call::{ActiveCall, AllocTracing, CodeCache, Protection, begin_call};
 pub use tracee::error::{AllocError, CallError, LaunchError};

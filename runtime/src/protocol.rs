@@ -119,6 +119,9 @@ pub(crate) struct StartCall {
     /// Whether hot code may run translated (the code cache); off forces
     /// the per-instruction path.
     pub(crate) code_cache: bool,
+    /// Backward branches a translated region takes before it exits; 0 for
+    /// the supervisor's default.
+    pub(crate) cache_budget: u64,
 }
 
 /// The supervisor's answer to a request.

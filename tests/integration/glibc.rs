@@ -108,7 +108,14 @@ fn memcpy_1mib_writes_exactly_dst_in_few_stops(t: &mut Tracer) {
     let s = trace.stats();
     let n = 1u64 << 20;
     assert!(s.faults <= 2 * n / 64 + 16, "{s:?}");
-    assert_eq!(s.stops, s.faults + 2, "{s:?}");
+    if s.cache_entries == 0 {
+        assert_eq!(s.stops, s.faults + 2, "{s:?}");
+    } else {
+        // The code cache takes the loop: a stop per entry, and one per
+        // 512 KiB of access log (the log of 1 MiB of 32-byte moves is under
+        // 4 MiB).
+        assert!(s.faults <= 32 && s.stops <= s.faults + 2 + 8, "{s:?}");
+    }
 }
 
 fn memmove_overlapping(t: &mut Tracer, from: usize, to: usize) {

@@ -15,6 +15,7 @@ mod os_check;
 
 mod allocations;
 mod bounds;
+mod cache;
 mod callbacks;
 mod containment;
 mod contracts;

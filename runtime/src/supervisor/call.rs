@@ -41,6 +41,8 @@ pub(super) struct Call {
     pub(super) accesses_shown: bool,
     /// Whether hot code may run in the code cache during this call.
     pub(super) code_cache: bool,
+    /// The call's budget of backward branches per entry (0: the default).
+    pub(super) cache_budget: u64,
 }
 
 impl Call {
@@ -72,6 +74,7 @@ impl Call {
             out_of_bounds: Vec::new(),
             accesses_shown: false,
             code_cache: true,
+            cache_budget: 0,
         }
     }
 

@@ -436,6 +436,7 @@ impl Supervisor {
         ));
         if let Some(call) = &mut self.call {
             call.code_cache = start.code_cache;
+            call.cache_budget = start.cache_budget;
         }
         self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }

@@ -43,6 +43,27 @@ struct Kept {
     _spans: Vec<(u64, u64)>,
 }
 
+/// Whether a call may run hot code translated (see the supervisor's code
+/// cache), and for how long at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeCache {
+    /// Off forces the per-instruction path.
+    pub enabled: bool,
+    /// Backward branches a translated region takes before it exits and
+    /// lets the call's other threads run; 0 for the default (2^18, or
+    /// `TRACED_FFI_CACHE_BUDGET`).
+    pub budget: u64,
+}
+
+impl Default for CodeCache {
+    fn default() -> Self {
+        CodeCache {
+            enabled: true,
+            budget: 0,
+        }
+    }
+}
+
 /// What a call records of the allocator's calls.
 #[derive(Debug, Clone, Default)]
 pub struct AllocTracing {
@@ -68,7 +89,7 @@ pub fn begin_call(
     regions: Vec<RegionDesc>,
     restore: Vec<Protection>,
     alloc: AllocTracing,
-    code_cache: bool,
+    code_cache: CodeCache,
 ) -> Result<ActiveCall, CallError> {
     let client = match start::state() {
         Some(State::Traced(client)) => client,
@@ -119,7 +140,8 @@ pub fn begin_call(
         },
         arms_allocator,
         native_blocks: alloc.native_blocks,
-        code_cache,
+        code_cache: code_cache.enabled,
+        cache_budget: code_cache.budget,
     };
     let start = Request::StartCall(start);
     let start_parts = protocol::encode_request(&start).map_err(io_err)?;

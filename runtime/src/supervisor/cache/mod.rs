@@ -190,7 +190,11 @@ impl Supervisor {
         let stopped = self.stop_other_threads(tid);
         let trap = u64::from(stopped.is_some());
         // BUDGET, TRAP, EXIT_TARGET, ENTRY_TARGET are consecutive cells.
-        let cells = [self.cache.budget, trap, 0, entry_at];
+        let budget = match self.call.as_ref().map_or(0, |c| c.cache_budget) {
+            0 => self.cache.budget,
+            n => n,
+        };
+        let cells = [budget, trap, 0, entry_at];
         let open_gate = self.cache_base(slot) + CACHE_GATES_OFFSET;
         if !self.write_cells(slot, cell::BUDGET, &cells)
             || self.pt.poke_user(tid, USER_RIP_OFFSET, open_gate).is_err()
