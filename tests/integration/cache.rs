@@ -186,6 +186,9 @@ fn a_loop_calling_a_helper_records_each_read_and_write_as_without_the_cache(t: &
         // SAFETY: both buffers hold N bytes.
         t.call(|| unsafe { cache_call_helper_loop(d, s, N) }).1
     });
+    // The call and the helper's return are translated: the loop stays in
+    // the cache.
+    assert_eq!(trace.stats().cache_entries, 1, "{:?}", trace.stats());
     let me = current_tid();
     let want: Vec<Row> = (0..N)
         .flat_map(|i| {

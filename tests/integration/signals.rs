@@ -360,7 +360,11 @@ fn sigalrm_every_millisecond_during_a_read_loop_loses_and_repeats_none(t: &mut T
         );
         // With the cache, alarms arrive inside translated code: held until
         // the loop leaves it, then delivered.
-        assert!(cache_off || trace.stats().cache_entries >= 2, "{:?}", trace.stats());
+        assert!(
+            cache_off || trace.stats().cache_entries >= 2,
+            "{:?}",
+            trace.stats()
+        );
         let me = current_tid();
         let want: Vec<Row> = (0..reads)
             .map(|i| {

@@ -136,7 +136,7 @@ pub(crate) enum After {
 /// One memory operand as decoded (before registers give it an address).
 #[derive(Debug, Clone)]
 pub(crate) struct MemOperand {
-    used: iced_x86::UsedMemory,
+    pub(crate) used: iced_x86::UsedMemory,
     /// Bytes accessed.
     pub(crate) size: u64,
     /// Access kinds, in the order they happen (a read-modify-write reads first).

@@ -32,7 +32,7 @@ use iced_x86::{
     InstructionInfoFactory, MemoryOperand, Mnemonic, OpKind, Register,
 };
 
-use crate::decode::insn::Decoded;
+use crate::decode::insn::{Decoded, MemOperand};
 use crate::trace::event::{AccessKind, MAX_RECORDED_BYTES};
 
 /// At most this many original instructions are translated in one region.
@@ -204,6 +204,13 @@ enum Take {
     Memory,
     /// `lea r64, [rip+x]`: becomes `mov r64, x`.
     RipLea,
+    /// A direct call: the push of the return address is logged, then
+    /// the callee is translated.
+    Call(u64),
+    /// A near return: the read of the return address is logged, then the
+    /// return goes back into the region when it returns to a translated
+    /// call's next instruction, or out of the cache.
+    Ret,
     /// A conditional branch to the target.
     Jcc(u64),
     /// An unconditional direct jump.
@@ -237,20 +244,33 @@ fn classify(d: &Decoded) -> Take {
         FlowControl::UnconditionalBranch if matches!(insn.op0_kind(), OpKind::NearBranch64) => {
             return Take::Jmp(insn.near_branch_target());
         }
+        FlowControl::Call
+            if matches!(insn.op0_kind(), OpKind::NearBranch64) && loggable(d).is_some() =>
+        {
+            return Take::Call(insn.near_branch_target());
+        }
+        FlowControl::Return
+            if insn.mnemonic() == Mnemonic::Ret
+                && insn.op_count() == 0
+                && loggable(d).is_some() =>
+        {
+            return Take::Ret;
+        }
         _ => return Take::Exit,
     }
     let explicit_mem = (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Memory);
     if !explicit_mem {
-        // No explicit memory operand: an implicit one (push, pop, xlat...)
+        // No explicit memory operand: an implicit one (push, pop, leave)
         // or none at all.
         return if d.mem.is_empty() && insn.stack_pointer_increment() == 0 {
             Take::Copy
+        } else if loggable(d).is_some() {
+            Take::Memory
         } else {
             Take::Exit
         };
     }
     if matches!(insn.memory_segment(), Register::FS | Register::GS)
-        || insn.stack_pointer_increment() != 0
         || insn.is_ip_rel_memory_operand() && insn.memory_base() != Register::RIP
     {
         return Take::Exit;
@@ -268,15 +288,26 @@ fn classify(d: &Decoded) -> Take {
             _ => Take::Exit,
         };
     }
+    match loggable(d) {
+        Some(_) if !insn.is_vsib() && !d.needs_xstate() => Take::Memory,
+        _ => Take::Exit,
+    }
+}
+
+/// The instruction's one memory operand, if the translated code can log
+/// it: plain reads and writes of a known size, at an address `lea` can
+/// compute (64-bit general registers, or RIP-relative).
+fn loggable(d: &Decoded) -> Option<&MemOperand> {
     use AccessKind::{Read, Write};
     let [m] = d.mem.as_slice() else {
-        return Take::Exit;
+        return None;
     };
     let kinds_ok = matches!(m.kinds, [Read] | [Write] | [Read, Write]);
-    if !kinds_ok || m.size == 0 || insn.is_vsib() || d.needs_xstate() {
-        return Take::Exit;
-    }
-    Take::Memory
+    let used = &m.used;
+    let plain = |r: Register| r == Register::None || r.is_gpr64();
+    let regs_ok = (plain(used.base()) || used.base() == Register::RIP) && plain(used.index());
+    let segment_ok = !matches!(used.segment(), Register::FS | Register::GS);
+    (kinds_ok && m.size > 0 && regs_ok && segment_ok && used.vsib_size() == 0).then_some(m)
 }
 
 /// The registers `insn` uses (full 64-bit forms).
@@ -447,11 +478,12 @@ impl Emitter {
     }
 }
 
-/// The memory operand of `insn` as `lea` takes it (no segment).
-fn lea_operand(insn: &Instruction) -> MemoryOperand {
-    let displ = insn.memory_displacement64() as i64;
+/// The address of memory operand `m` as `lea` computes it (no segment).
+fn lea_operand(m: &MemOperand) -> MemoryOperand {
+    let used = &m.used;
+    let displ = used.displacement() as i64;
     // iced's sizes: 1 for a byte displacement, else the address size.
-    let addr32 = insn.memory_base().size() == 4 || insn.memory_index().size() == 4;
+    let addr32 = used.base().size() == 4 || used.index().size() == 4;
     let displ_size = if displ == 0 {
         0
     } else if i8::try_from(displ).is_ok() {
@@ -462,9 +494,9 @@ fn lea_operand(insn: &Instruction) -> MemoryOperand {
         8
     };
     MemoryOperand::with_base_index_scale_displ_size(
-        insn.memory_base(),
-        insn.memory_index(),
-        insn.memory_index_scale(),
+        used.base(),
+        used.index(),
+        used.scale(),
         displ,
         displ_size,
     )
@@ -506,6 +538,10 @@ pub(in crate::supervisor) fn translate(
     let mut budget_checks: Vec<(u64, u64)> = Vec::new();
     let mut count = 0usize;
     let mut pending_targets: Vec<u64> = Vec::new();
+    // The next instructions of the translated calls (where their returns
+    // come back to), and each translated `ret`: (label, address).
+    let mut ret_sites: Vec<u64> = Vec::new();
+    let mut rets: Vec<(u64, u64)> = Vec::new();
     while let Some(start) = queue.pop_front() {
         let mut ip = start;
         loop {
@@ -564,98 +600,42 @@ pub(in crate::supervisor) fn translate(
                     }
                 }
                 Take::Memory => {
-                    let used = used_registers(&d.insn, &mut factory);
-                    let mut free = SCRATCH.iter().copied().filter(|r| !used.contains(r));
-                    let (Some(s1), Some(s2), Some(s3), Some(s4)) =
-                        (free.next(), free.next(), free.next(), free.next())
-                    else {
-                        return Err(format!("`{}` leaves no scratch registers", d.text));
-                    };
-                    let spilled: Vec<(Register, u64)> = [s1, s2, s3]
-                        .iter()
-                        .zip(cell::SPILL)
-                        .map(|(&r, c)| (r, c))
-                        .collect();
-                    let [m] = d.mem.as_slice() else {
-                        return Err("expected one memory operand".into());
-                    };
-                    let site_of = |kind: AccessKind, sites: &mut Vec<Site>| {
-                        sites.push(Site {
-                            decoded: Rc::clone(&d),
-                            size: m.size,
-                            kind,
-                        });
-                        place.first_site + sites.len() as u32 - 1
-                    };
-                    let point = |phase: Phase, spilled: Vec<(Register, u64)>| Point {
-                        start: 0,
-                        end: 0,
-                        ip,
-                        next_ip: next,
-                        phase,
-                        spilled,
-                        restart: 0,
-                    };
-                    let rip_rel = d.insn.memory_base() == Register::RIP;
-                    // Before: the address, and the read's entry.
-                    e.begin_point(point(Phase::Before, spilled.clone()));
-                    let first_idx = e.out.len();
-                    for &(r, c) in &spilled {
-                        e.store(c, r)?;
-                    }
-                    // The first instruction carries the original address.
-                    e.out[first_idx].set_ip(ip);
-                    if rip_rel {
-                        e.mov_imm(s1, d.insn.memory_displacement64())?;
+                    let rip_rel = d.insn.is_ip_rel_memory_operand();
+                    let middle = if rip_rel {
+                        Middle::RipRelative
                     } else {
-                        e.push(Instruction::with2(
-                            Code::Lea_r64_m,
-                            s1,
-                            lea_operand(&d.insn),
-                        ))?;
-                    }
-                    e.store(cell::EA, s1)?;
-                    if m.kinds.contains(&AccessKind::Read) {
-                        let site = site_of(AccessKind::Read, &mut sites);
-                        e.append_entry([s1, s2, s3], site, m.size)?;
-                    }
-                    for &(r, c) in &spilled {
-                        e.load(r, c)?;
-                    }
-                    e.end_point();
-                    // The instruction.
-                    if rip_rel {
-                        e.begin_point(point(Phase::Before, vec![(s4, cell::SPILL[3])]));
-                        e.store(cell::SPILL[3], s4)?;
-                        e.load(s4, cell::EA)?;
-                        e.end_point();
-                        let mut i = d.insn;
-                        i.set_memory_base(s4);
-                        i.set_memory_displacement64(0);
-                        i.set_memory_displ_size(0);
-                        e.begin_point(point(Phase::Insn, vec![(s4, cell::SPILL[3])]));
-                        e.push(Ok(i))?;
-                        e.end_point();
-                        e.begin_point(point(Phase::After, vec![(s4, cell::SPILL[3])]));
-                        e.load(s4, cell::SPILL[3])?;
-                        e.end_point();
+                        Middle::Native
+                    };
+                    log_around(&mut e, &d, place, &mut sites, &mut factory, middle)?;
+                }
+                Take::Call(target) => {
+                    log_around(
+                        &mut e,
+                        &d,
+                        place,
+                        &mut sites,
+                        &mut factory,
+                        Middle::PushReturn,
+                    )?;
+                    let label = if target <= ip {
+                        let label = e.fake();
+                        budget_checks.push((label, target));
+                        label
                     } else {
-                        e.begin_point(point(Phase::Insn, Vec::new()));
-                        e.push(Ok(d.insn))?;
-                        e.end_point();
-                    }
-                    if m.kinds.contains(&AccessKind::Write) {
-                        e.begin_point(point(Phase::After, spilled.clone()));
-                        for &(r, c) in &spilled {
-                            e.store(c, r)?;
-                        }
-                        let site = site_of(AccessKind::Write, &mut sites);
-                        e.append_entry([s1, s2, s3], site, m.size)?;
-                        for &(r, c) in &spilled {
-                            e.load(r, c)?;
-                        }
-                        e.end_point();
-                    }
+                        target
+                    };
+                    e.jmp(label)?;
+                    pending_targets.push(target);
+                    pending_targets.push(next);
+                    ret_sites.push(next);
+                    break;
+                }
+                Take::Ret => {
+                    log_around(&mut e, &d, place, &mut sites, &mut factory, Middle::Nothing)?;
+                    let label = e.fake();
+                    e.jmp(label)?;
+                    rets.push((label, ip));
+                    break;
                 }
                 Take::Exit => {}
             }
@@ -666,6 +646,61 @@ pub(in crate::supervisor) fn translate(
                 queue.push_back(target);
             }
         }
+    }
+    // Returns: back into the region when the return address is a
+    // translated call's next instruction, else out of the cache to it.
+    ret_sites.sort_unstable();
+    ret_sites.dedup();
+    for (label, ret_ip) in rets {
+        let i = Instruction::with2(Code::Mov_rm64_r64, e.cell(cell::SPILL[0]), Register::RCX)
+            .map_err(|err| err.to_string())?;
+        e.push_at(i, label);
+        e.store(cell::SPILL[1], Register::RDX)?;
+        e.push(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RDX,
+            MemoryOperand::with_base(Register::RSP),
+        ))?;
+        for &site in &ret_sites {
+            let (hit, next) = (e.fake(), e.fake());
+            e.mov_imm(Register::RCX, site.wrapping_neg())?;
+            e.push(Instruction::with2(
+                Code::Lea_r64_m,
+                Register::RCX,
+                MemoryOperand::with_base_index(Register::RCX, Register::RDX),
+            ))?;
+            e.push(Instruction::with_branch(Code::Jrcxz_rel8_64, hit))?;
+            e.jmp(next)?;
+            let i = Instruction::with2(Code::Mov_r64_rm64, Register::RCX, e.cell(cell::SPILL[0]))
+                .map_err(|err| err.to_string())?;
+            e.push_at(i, hit);
+            e.load(Register::RDX, cell::SPILL[1])?;
+            e.push(Instruction::with2(
+                Code::Lea_r64_m,
+                Register::RSP,
+                MemoryOperand::with_base_displ(Register::RSP, 8),
+            ))?;
+            let to = if site <= ret_ip {
+                let label = e.fake();
+                budget_checks.push((label, site));
+                label
+            } else {
+                site
+            };
+            e.jmp(to)?;
+            // The next comparison (or the miss) starts at `next`.
+            let i = Instruction::with(Code::Nopd);
+            e.push_at(i, next);
+        }
+        e.store(cell::EXIT_TARGET, Register::RDX)?;
+        e.load(Register::RCX, cell::SPILL[0])?;
+        e.load(Register::RDX, cell::SPILL[1])?;
+        e.push(Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RSP,
+            MemoryOperand::with_base_displ(Register::RSP, 8),
+        ))?;
+        e.jmp(place.close_gate)?;
     }
     // Budget checks of backward branches.
     for (label, target) in budget_checks {
@@ -763,6 +798,149 @@ pub(in crate::supervisor) fn translate(
     })
 }
 
+/// What runs between the logging of an instruction's reads and of its
+/// writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Middle {
+    /// The instruction itself.
+    Native,
+    /// The instruction, its RIP-relative operand based on a scratch
+    /// register holding the address.
+    RipRelative,
+    /// A `call`'s push of its return address (the call's jump follows).
+    PushReturn,
+    /// Nothing (a `ret`: the return follows, through the dispatch).
+    Nothing,
+}
+
+/// Emits one memory instruction of the region: its address computed into
+/// `cell::EA` and its read logged, the instruction (`middle`), its write
+/// logged.
+fn log_around(
+    e: &mut Emitter,
+    d: &Rc<Decoded>,
+    place: &Place,
+    sites: &mut Vec<Site>,
+    factory: &mut InstructionInfoFactory,
+    middle: Middle,
+) -> Result<(), String> {
+    let ip = d.insn.ip();
+    let next = d.next_ip();
+    let used = used_registers(&d.insn, factory);
+    let mut free = SCRATCH.iter().copied().filter(|r| !used.contains(r));
+    let (Some(s1), Some(s2), Some(s3), Some(s4)) =
+        (free.next(), free.next(), free.next(), free.next())
+    else {
+        return Err(format!("`{}` leaves no scratch registers", d.text));
+    };
+    let spilled: Vec<(Register, u64)> = [s1, s2, s3]
+        .iter()
+        .zip(cell::SPILL)
+        .map(|(&r, c)| (r, c))
+        .collect();
+    let m = loggable(d).ok_or_else(|| format!("`{}` has no memory operand to log", d.text))?;
+    let mut site_of = |kind: AccessKind| {
+        sites.push(Site {
+            decoded: Rc::clone(d),
+            size: m.size,
+            kind,
+        });
+        place.first_site + sites.len() as u32 - 1
+    };
+    let point = |phase: Phase, spilled: Vec<(Register, u64)>| Point {
+        start: 0,
+        end: 0,
+        ip,
+        next_ip: next,
+        phase,
+        spilled,
+        restart: 0,
+    };
+    // Before: the address, and the read's entry.
+    e.begin_point(point(Phase::Before, spilled.clone()));
+    let first_idx = e.out.len();
+    for &(r, c) in &spilled {
+        e.store(c, r)?;
+    }
+    // The first instruction carries the original address.
+    e.out[first_idx].set_ip(ip);
+    // A RIP-relative operand's address is known: iced gives it as the
+    // displacement (with no base, or RIP).
+    let absolute =
+        matches!(m.used.base(), Register::RIP | Register::None) && m.used.index() == Register::None;
+    if absolute || d.insn.is_ip_rel_memory_operand() {
+        e.mov_imm(s1, m.used.displacement())?;
+    } else {
+        e.push(Instruction::with2(Code::Lea_r64_m, s1, lea_operand(m)))?;
+    }
+    e.store(cell::EA, s1)?;
+    if m.kinds.contains(&AccessKind::Read) {
+        let site = site_of(AccessKind::Read);
+        e.append_entry([s1, s2, s3], site, m.size)?;
+    }
+    for &(r, c) in &spilled {
+        e.load(r, c)?;
+    }
+    e.end_point();
+    let s4_spilled = vec![(s4, cell::SPILL[3])];
+    match middle {
+        Middle::Native => {
+            e.begin_point(point(Phase::Insn, Vec::new()));
+            e.push(Ok(d.insn))?;
+            e.end_point();
+        }
+        Middle::RipRelative => {
+            e.begin_point(point(Phase::Before, s4_spilled.clone()));
+            e.store(cell::SPILL[3], s4)?;
+            e.load(s4, cell::EA)?;
+            e.end_point();
+            let mut i = d.insn;
+            i.set_memory_base(s4);
+            i.set_memory_displacement64(0);
+            i.set_memory_displ_size(0);
+            e.begin_point(point(Phase::Insn, s4_spilled.clone()));
+            e.push(Ok(i))?;
+            e.end_point();
+            e.begin_point(point(Phase::After, s4_spilled));
+            e.load(s4, cell::SPILL[3])?;
+            e.end_point();
+        }
+        Middle::PushReturn => {
+            // The store comes before rsp moves: if it faults, the thread
+            // goes back to the call with its registers as they were.
+            e.begin_point(point(Phase::Insn, s4_spilled));
+            e.store(cell::SPILL[3], s4)?;
+            e.mov_imm(s4, next)?;
+            e.push(Instruction::with2(
+                Code::Mov_rm64_r64,
+                MemoryOperand::with_base_displ(Register::RSP, -8),
+                s4,
+            ))?;
+            e.load(s4, cell::SPILL[3])?;
+            e.end_point();
+            e.push(Instruction::with2(
+                Code::Lea_r64_m,
+                Register::RSP,
+                MemoryOperand::with_base_displ(Register::RSP, -8),
+            ))?;
+        }
+        Middle::Nothing => {}
+    }
+    if m.kinds.contains(&AccessKind::Write) {
+        e.begin_point(point(Phase::After, spilled.clone()));
+        for &(r, c) in &spilled {
+            e.store(c, r)?;
+        }
+        let site = site_of(AccessKind::Write);
+        e.append_entry([s1, s2, s3], site, m.size)?;
+        for &(r, c) in &spilled {
+            e.load(r, c)?;
+        }
+        e.end_point();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,11 +981,13 @@ mod tests {
     }
 
     #[test]
-    fn byte_store_loop_becomes_a_loop_in_the_cache_that_logs_each_store_and_exits_twice() {
+    fn byte_store_loop_becomes_a_loop_in_the_cache_that_logs_each_store_and_its_return() {
         let (t, text) = translated(FILL, CODE + 0x10);
         let all = text.join("\n");
-        assert_eq!(t.sites.len(), 1, "{all}");
-        assert_eq!(t.sites[0].kind, AccessKind::Write);
+        // The store, and the return's read of its return address.
+        assert_eq!(t.sites.len(), 2, "{all}");
+        assert_eq!((t.sites[0].kind, t.sites[0].size), (AccessKind::Write, 1));
+        assert_eq!((t.sites[1].kind, t.sites[1].size), (AccessKind::Read, 8));
         assert_eq!(t.entry_at, t.at, "{all}");
         // The original instructions, in order, with the log entry between.
         let find = |what: &str| text.iter().position(|l| l.ends_with(what));
@@ -823,14 +1003,15 @@ mod tests {
                 .any(|l| l.ends_with(&format!(" jmp {:016X}h", t.at))),
             "{all}"
         );
-        // Two exits: after the loop (the ret) and when the budget runs out.
+        // Two exits: the return (to its caller, not in the region) and the
+        // end of the budget; the ret itself is not copied.
         assert!(
-            all.contains("mov rax,40001Bh") && all.contains("mov rax,400010h"),
+            all.contains("mov [70000098h],rdx") && all.contains("mov rax,400010h"),
             "{all}"
         );
         assert_eq!(all.matches("jmp 0000000070006000h").count(), 2, "{all}");
-        assert!(!all.contains("ret"), "{all}");
+        assert!(!all.contains(" ret"), "{all}");
         // The original code is remembered, to see it change.
-        assert_eq!(t.originals, vec![(CODE + 0x10, FILL[0x10..0x1b].to_vec())]);
+        assert_eq!(t.originals, vec![(CODE + 0x10, FILL[0x10..0x1c].to_vec())]);
     }
 }
