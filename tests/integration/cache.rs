@@ -33,6 +33,22 @@ std::arch::global_asm!(
     "cache_double:",
     "    add eax, eax",
     "    ret",
+    // dst[i] = f(src[i]) for i < n: the loop calls a helper through a
+    // function pointer.
+    ".globl cache_indirect_call_loop",
+    ".type cache_indirect_call_loop,@function",
+    "cache_indirect_call_loop:", // (dst, src, n, f)
+    "    mov r9, rcx",
+    "    xor r8d, r8d",
+    "2:  movzx eax, byte ptr [rsi+r8]",
+    "    call r9",
+    "    mov byte ptr [rdi+r8], al",
+    "    inc r8",
+    "    cmp r8, rdx",
+    "    jne 2b",
+    "    ret",
+    ".size cache_indirect_call_loop, .-cache_indirect_call_loop",
+    ".globl cache_double",
     // buf[i] = 1 for i < n, then an indirect jump to `tail`, which writes
     // buf[n] = 2 and returns.
     ".globl cache_indirect_exit",
@@ -126,6 +142,8 @@ std::arch::global_asm!(
 
 unsafe extern "C" {
     fn cache_call_helper_loop(dst: *mut u8, src: *const u8, n: usize);
+    fn cache_indirect_call_loop(dst: *mut u8, src: *const u8, n: usize, f: *const c_void);
+    fn cache_double();
     fn cache_indirect_exit(buf: *mut u8, n: usize, tail: *const c_void);
     fn cache_indirect_tail();
     fn cache_rep_in_loop(dst: *mut u8, src: *const u8, chunks: usize, marks: *mut u8);
@@ -207,6 +225,36 @@ fn a_loop_calling_a_helper_records_each_read_and_write_as_without_the_cache(t: &
                     c("cache_call_helper_loop", "mov"),
                     me,
                 ),
+            ]
+        })
+        .collect();
+    assert_rows!(trace, want);
+}
+
+#[traced_ffi]
+fn a_loop_calling_through_a_function_pointer_learns_the_target_and_stays_in_the_cache(
+    t: &mut Tracer,
+) {
+    const N: usize = 200;
+    let src_data: Vec<u8> = (0..N).map(|i| (i % 120) as u8).collect();
+    let src = t.buffer_from("src", &src_data);
+    let mut dst = t.buffer("dst", N);
+    let trace = both_ways(t, |t| {
+        let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+        let f = cache_double as *const c_void;
+        // SAFETY: both buffers hold N bytes; `f` doubles eax.
+        t.call(|| unsafe { cache_indirect_call_loop(d, s, N, f) }).1
+    });
+    // The first entry, and one more after the exit trap that learned the
+    // helper: not one per call of it.
+    assert!(trace.stats().cache_entries <= 2, "{:?}", trace.stats());
+    let me = current_tid();
+    let want: Vec<Row> = (0..N)
+        .flat_map(|i| {
+            let v = src_data[i];
+            [
+                Row::read(&src, i, &[v], c("cache_indirect_call_loop", "movzx"), me),
+                Row::write(&dst, i, &[2 * v], c("cache_indirect_call_loop", "mov"), me),
             ]
         })
         .collect();

@@ -117,6 +117,9 @@ struct CacheSlot {
     gates_for: Option<Vec<(u64, u64)>>,
     /// Where `rip` is at the close gate's exit trap.
     exit_trap: u64,
+    /// Per region entry: the targets its indirect branches and returns
+    /// were seen to leave it for (see `translate`).
+    learned: HashMap<u64, HashMap<u64, Vec<u64>>>,
 }
 
 impl CacheSlot {
@@ -246,6 +249,19 @@ impl Supervisor {
             // The code changed: start the slot's cache afresh.
             self.flush_cache_slot(slot);
         }
+        self.translate_into(slot, ip)
+    }
+
+    /// Translates the region that starts at `ip` into `slot` (with what
+    /// its indirect branches learned) and makes it the one for `ip`.
+    fn translate_into(&mut self, slot: usize, ip: u64) -> Option<u64> {
+        let base = self.cache_base(slot);
+        let learned = self
+            .cache
+            .slots
+            .get(&slot)
+            .and_then(|cs| cs.learned.get(&ip).cloned())
+            .unwrap_or_default();
         for attempt in 0..2 {
             let (next_code, first_site) = {
                 let cs = self.cache.slots.get(&slot)?;
@@ -257,7 +273,8 @@ impl Supervisor {
                 close_gate: base + CACHE_GATES_OFFSET + CACHE_GATE_SIZE,
                 first_site,
             };
-            let t = match translate::translate(ip, &place, &mut |at| self.decoded_at(at)) {
+            let decode = &mut |at| self.decoded_at(at);
+            let t = match translate::translate(ip, &place, decode, &learned) {
                 Ok(t) => t,
                 Err(why) => {
                     if self.cache.verbose {
@@ -296,6 +313,7 @@ impl Supervisor {
             cs.by_entry.clear();
             cs.sites.clear();
             cs.next_code = 0;
+            cs.learned.clear();
         }
     }
 
@@ -532,7 +550,22 @@ impl Supervisor {
             .and_then(|s| self.cache.slots.get(&s))
             .map(|cs| cs.exit_trap);
         let target = slot.and_then(|s| self.read_cell(s, cell::EXIT_TARGET));
-        let left = self.leave_cache(tid);
+        let learn = slot.and_then(|s| self.read_cell(s, cell::LEARN_SITE));
+        let mut left = self.leave_cache(tid);
+        if let (Some(slot), Some(site), Some(target)) = (slot, learn, target)
+            && site != 0
+            && exit_trap == Some(regs.rip)
+        {
+            self.write_cells(slot, cell::LEARN_SITE, &[0]);
+            if let Some(at) = self.learn_target(slot, site, target)
+                && left.deferred.is_empty()
+            {
+                match self.reenter_cache(tid, slot, at, left) {
+                    None => return,
+                    Some(back) => left = back,
+                }
+            }
+        }
         match (exit_trap, target) {
             (Some(trap), Some(target)) if trap == regs.rip => {
                 if let Err(e) = self.pt.poke_user(tid, USER_RIP_OFFSET, target)
@@ -553,6 +586,71 @@ impl Supervisor {
                 self.resume_out_of_cache(tid, left, Some(libc::SIGSEGV));
             }
         }
+    }
+
+    /// An indirect branch (or return) at `site` left its region for
+    /// `target`: the region is translated again with that target in it.
+    /// Returns the target's translated address.
+    fn learn_target(&mut self, slot: usize, site: u64, target: u64) -> Option<u64> {
+        let cs = self.cache.slots.get_mut(&slot)?;
+        let entry = cs
+            .by_entry
+            .iter()
+            .find(|(_, i)| {
+                cs.regions
+                    .get(**i)
+                    .is_some_and(|t| t.labels.contains_key(&site))
+            })
+            .map(|(e, _)| *e)?;
+        let targets = cs
+            .learned
+            .entry(entry)
+            .or_default()
+            .entry(site)
+            .or_default();
+        if targets.len() >= translate::MAX_LEARNED || targets.contains(&target) {
+            return None;
+        }
+        targets.push(target);
+        cs.by_entry.remove(&entry);
+        self.translate_into(slot, entry)?;
+        let cs = self.cache.slots.get(&slot)?;
+        let t = cs.regions.get(*cs.by_entry.get(&entry)?)?;
+        t.labels.get(&target).copied()
+    }
+
+    /// Sends `tid`, stopped at the exit trap, back into the cache at `at`,
+    /// the threads stopped for it still stopped. Gives `left` back if it
+    /// cannot.
+    fn reenter_cache(
+        &mut self,
+        tid: pid_t,
+        slot: usize,
+        at: u64,
+        left: InCache,
+    ) -> Option<InCache> {
+        let budget = match self.call.as_ref().map_or(0, |c| c.cache_budget) {
+            0 => self.cache.budget,
+            n => n,
+        };
+        let trap = u64::from(left.stopped.is_some());
+        let open_gate = self.cache_base(slot) + CACHE_GATES_OFFSET;
+        if !self.write_cells(slot, cell::BUDGET, &[budget, trap, 0, at])
+            || self.pt.poke_user(tid, USER_RIP_OFFSET, open_gate).is_err()
+        {
+            return Some(left);
+        }
+        if left.stopped.is_some() {
+            self.cache.holder = Some(tid);
+        }
+        let thread = self.thread_mut(tid);
+        thread.in_cache = Some(left);
+        thread.log_dirty = true;
+        if let Some(call) = &mut self.call {
+            call.stats.cache_entries += 1;
+        }
+        self.resume(tid, 0);
+        None
     }
 
     /// Resumes `tid` with the first held signal; the others are sent again.

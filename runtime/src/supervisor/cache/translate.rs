@@ -65,7 +65,19 @@ pub(in crate::supervisor) mod cell {
     pub(in crate::supervisor) const EXIT_TARGET: u64 = 0x98;
     /// Where the open gate jumps to (translated code).
     pub(in crate::supervisor) const ENTRY_TARGET: u64 = 0xa0;
+    /// The target of an indirect call.
+    pub(in crate::supervisor) const TARGET: u64 = 0xa8;
+    /// Spill cells of an indirect branch's comparisons (rcx, rdx).
+    pub(in crate::supervisor) const SPILL_C: u64 = 0xb0;
+    pub(in crate::supervisor) const SPILL_D: u64 = 0xb8;
+    /// Non-zero: the address of the indirect branch (or return) whose
+    /// target was not in the region, which the exit trap reports so that
+    /// the region is translated again with that target.
+    pub(in crate::supervisor) const LEARN_SITE: u64 = 0xc0;
 }
+
+/// At most this many targets are learned per indirect branch.
+pub(in crate::supervisor) const MAX_LEARNED: usize = 4;
 
 /// What a log entry's site id stands for: one memory operand of one
 /// instruction, and the kind of access.
@@ -131,6 +143,8 @@ pub(in crate::supervisor) struct Translation {
     pub(in crate::supervisor) points: Vec<Point>,
     /// Its sites, with ids from the `first_site` given to `translate`.
     pub(in crate::supervisor) sites: Vec<Site>,
+    /// The translated address of each original instruction it holds.
+    pub(in crate::supervisor) labels: HashMap<u64, u64>,
 }
 
 impl Translation {
@@ -211,6 +225,13 @@ enum Take {
     /// return goes back into the region when it returns to a translated
     /// call's next instruction, or out of the cache.
     Ret,
+    /// `call reg`: the push logged, then the target compared with the
+    /// targets learned so far.
+    IndirectCall(Register),
+    /// `jmp reg`.
+    IndirectJmp(Register),
+    /// `jmp [mem]` (a PLT stub's `jmp [rip+got]`): the read logged.
+    IndirectJmpMem,
     /// A conditional branch to the target.
     Jcc(u64),
     /// An unconditional direct jump.
@@ -248,6 +269,25 @@ fn classify(d: &Decoded) -> Take {
             if matches!(insn.op0_kind(), OpKind::NearBranch64) && loggable(d).is_some() =>
         {
             return Take::Call(insn.near_branch_target());
+        }
+        FlowControl::IndirectCall
+            if insn.op0_kind() == OpKind::Register
+                && insn.op0_register().is_gpr64()
+                && loggable(d).is_some() =>
+        {
+            return Take::IndirectCall(insn.op0_register());
+        }
+        FlowControl::IndirectBranch
+            if insn.op0_kind() == OpKind::Register && insn.op0_register().is_gpr64() =>
+        {
+            return Take::IndirectJmp(insn.op0_register());
+        }
+        FlowControl::IndirectBranch
+            if insn.op0_kind() == OpKind::Memory
+                && insn.memory_size().size() == 8
+                && loggable(d).is_some() =>
+        {
+            return Take::IndirectJmpMem;
         }
         FlowControl::Return
             if insn.mnemonic() == Mnemonic::Ret
@@ -506,10 +546,14 @@ fn lea_operand(m: &MemOperand) -> MemoryOperand {
 /// `decode` gives the decoded instruction at an address. Fails (and the
 /// fault takes today's path) when the entry itself cannot be translated
 /// or the code cannot be encoded.
+/// `learned` holds, per indirect branch or return of the region, the
+/// targets seen leave it so far: they are translated, and compared with
+/// before leaving.
 pub(in crate::supervisor) fn translate(
     entry: u64,
     place: &Place,
     decode: &mut dyn FnMut(u64) -> Rc<Decoded>,
+    learned: &HashMap<u64, Vec<u64>>,
 ) -> Result<Translation, String> {
     let first = decode(entry);
     if !matches!(classify(&first), Take::Memory) {
@@ -541,7 +585,9 @@ pub(in crate::supervisor) fn translate(
     // The next instructions of the translated calls (where their returns
     // come back to), and each translated `ret`: (label, address).
     let mut ret_sites: Vec<u64> = Vec::new();
-    let mut rets: Vec<(u64, u64)> = Vec::new();
+    // Indirect branches and returns: (label, address, where the target
+    // is, whether it is a return).
+    let mut indirect: Vec<(u64, u64, Via, bool)> = Vec::new();
     while let Some(start) = queue.pop_front() {
         let mut ip = start;
         loop {
@@ -630,16 +676,75 @@ pub(in crate::supervisor) fn translate(
                     ret_sites.push(next);
                     break;
                 }
+                Take::IndirectCall(reg) => {
+                    // The target first: the push may change rsp.
+                    let i = Instruction::with2(
+                        Code::Mov_rm64_r64,
+                        e.cell(cell::SPILL_C),
+                        Register::RCX,
+                    )
+                    .map_err(|err| err.to_string())?;
+                    e.push_at(i, ip);
+                    e.push(Instruction::with2(Code::Mov_r64_rm64, Register::RCX, reg))?;
+                    e.store(cell::TARGET, Register::RCX)?;
+                    e.load(Register::RCX, cell::SPILL_C)?;
+                    let before = e.out.len();
+                    log_around(
+                        &mut e,
+                        &d,
+                        place,
+                        &mut sites,
+                        &mut factory,
+                        Middle::PushReturn,
+                    )?;
+                    // Only the first instruction carries the call's address.
+                    let fake = e.fake();
+                    e.out[before].set_ip(fake);
+                    let label = e.fake();
+                    e.jmp(label)?;
+                    indirect.push((label, ip, Via::Target, false));
+                    pending_targets.push(next);
+                    ret_sites.push(next);
+                    break;
+                }
+                Take::IndirectJmp(reg) => {
+                    let i = Instruction::with2(
+                        Code::Mov_rm64_r64,
+                        e.cell(cell::SPILL_C),
+                        Register::RCX,
+                    )
+                    .map_err(|err| err.to_string())?;
+                    e.push_at(i, ip);
+                    e.push(Instruction::with2(Code::Mov_r64_rm64, Register::RCX, reg))?;
+                    e.store(cell::TARGET, Register::RCX)?;
+                    e.load(Register::RCX, cell::SPILL_C)?;
+                    let label = e.fake();
+                    e.jmp(label)?;
+                    indirect.push((label, ip, Via::Target, false));
+                    break;
+                }
+                Take::IndirectJmpMem => {
+                    log_around(&mut e, &d, place, &mut sites, &mut factory, Middle::Nothing)?;
+                    let label = e.fake();
+                    e.jmp(label)?;
+                    indirect.push((label, ip, Via::Ea, false));
+                    break;
+                }
                 Take::Ret => {
                     log_around(&mut e, &d, place, &mut sites, &mut factory, Middle::Nothing)?;
                     let label = e.fake();
                     e.jmp(label)?;
-                    rets.push((label, ip));
+                    indirect.push((label, ip, Via::Stack, true));
                     break;
                 }
                 Take::Exit => {}
             }
             ip = next;
+        }
+        for &(_, site, _, _) in &indirect {
+            for &target in learned.get(&site).into_iter().flatten() {
+                pending_targets.push(target);
+            }
         }
         for target in pending_targets.drain(..) {
             if !done.contains(&target) && !queue.contains(&target) {
@@ -647,23 +752,51 @@ pub(in crate::supervisor) fn translate(
             }
         }
     }
-    // Returns: back into the region when the return address is a
-    // translated call's next instruction, else out of the cache to it.
+    // Indirect branches and returns: into the region when the target is a
+    // translated call's next instruction (returns) or a target learned
+    // before; otherwise out of the cache, and, for an indirect branch with
+    // room for more targets, through the exit trap so that the supervisor
+    // translates the region again with this one.
     ret_sites.sort_unstable();
     ret_sites.dedup();
-    for (label, ret_ip) in rets {
-        let i = Instruction::with2(Code::Mov_rm64_r64, e.cell(cell::SPILL[0]), Register::RCX)
+    for (label, site, via, is_ret) in indirect {
+        let i = Instruction::with2(Code::Mov_rm64_r64, e.cell(cell::SPILL_C), Register::RCX)
             .map_err(|err| err.to_string())?;
         e.push_at(i, label);
-        e.store(cell::SPILL[1], Register::RDX)?;
-        e.push(Instruction::with2(
-            Code::Mov_r64_rm64,
-            Register::RDX,
-            MemoryOperand::with_base(Register::RSP),
-        ))?;
-        for &site in &ret_sites {
+        e.store(cell::SPILL_D, Register::RDX)?;
+        match via {
+            Via::Stack => e.push(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RDX,
+                MemoryOperand::with_base(Register::RSP),
+            ))?,
+            Via::Target => e.load(Register::RDX, cell::TARGET)?,
+            Via::Ea => {
+                e.load(Register::RDX, cell::EA)?;
+                e.push(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    Register::RDX,
+                    MemoryOperand::with_base(Register::RDX),
+                ))?;
+            }
+        }
+        let learned_here = learned.get(&site).map_or(&[][..], Vec::as_slice);
+        let mut targets: Vec<u64> = learned_here.to_vec();
+        if is_ret {
+            targets.extend(ret_sites.iter().copied());
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        let pop = |e: &mut Emitter| {
+            e.push(Instruction::with2(
+                Code::Lea_r64_m,
+                Register::RSP,
+                MemoryOperand::with_base_displ(Register::RSP, 8),
+            ))
+        };
+        for target in targets {
             let (hit, next) = (e.fake(), e.fake());
-            e.mov_imm(Register::RCX, site.wrapping_neg())?;
+            e.mov_imm(Register::RCX, target.wrapping_neg())?;
             e.push(Instruction::with2(
                 Code::Lea_r64_m,
                 Register::RCX,
@@ -671,35 +804,39 @@ pub(in crate::supervisor) fn translate(
             ))?;
             e.push(Instruction::with_branch(Code::Jrcxz_rel8_64, hit))?;
             e.jmp(next)?;
-            let i = Instruction::with2(Code::Mov_r64_rm64, Register::RCX, e.cell(cell::SPILL[0]))
+            let i = Instruction::with2(Code::Mov_r64_rm64, Register::RCX, e.cell(cell::SPILL_C))
                 .map_err(|err| err.to_string())?;
             e.push_at(i, hit);
-            e.load(Register::RDX, cell::SPILL[1])?;
-            e.push(Instruction::with2(
-                Code::Lea_r64_m,
-                Register::RSP,
-                MemoryOperand::with_base_displ(Register::RSP, 8),
-            ))?;
-            let to = if site <= ret_ip {
+            e.load(Register::RDX, cell::SPILL_D)?;
+            if is_ret {
+                pop(&mut e)?;
+            }
+            let to = if target <= site {
                 let label = e.fake();
-                budget_checks.push((label, site));
+                budget_checks.push((label, target));
                 label
             } else {
-                site
+                target
             };
             e.jmp(to)?;
             // The next comparison (or the miss) starts at `next`.
-            let i = Instruction::with(Code::Nopd);
-            e.push_at(i, next);
+            e.push_at(Instruction::with(Code::Nopd), next);
         }
         e.store(cell::EXIT_TARGET, Register::RDX)?;
-        e.load(Register::RCX, cell::SPILL[0])?;
-        e.load(Register::RDX, cell::SPILL[1])?;
-        e.push(Instruction::with2(
-            Code::Lea_r64_m,
-            Register::RSP,
-            MemoryOperand::with_base_displ(Register::RSP, 8),
-        ))?;
+        // Returns do not learn: a return out of the region goes back to
+        // code that called into it from outside (the test's own code, at
+        // the end of a call), which a stop per call would only slow down.
+        if !is_ret && learned_here.len() < MAX_LEARNED {
+            e.mov_imm(Register::RCX, site)?;
+            e.store(cell::LEARN_SITE, Register::RCX)?;
+            e.mov_imm(Register::RCX, 1)?;
+            e.store(cell::TRAP, Register::RCX)?;
+        }
+        e.load(Register::RCX, cell::SPILL_C)?;
+        e.load(Register::RDX, cell::SPILL_D)?;
+        if is_ret {
+            pop(&mut e)?;
+        }
         e.jmp(place.close_gate)?;
     }
     // Budget checks of backward branches.
@@ -788,14 +925,33 @@ pub(in crate::supervisor) fn translate(
             _ => spans.push((at, bytes)),
         }
     }
+    let labels: HashMap<u64, u64> = e
+        .out
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| done.contains(&i.ip()) && i.ip() < FAKE_IP)
+        .map(|(k, i)| (i.ip(), addr_of(k)))
+        .collect();
     Ok(Translation {
         entry_at: addr_of(entry_idx),
+        labels,
         at: place.at,
         code: encoded.code_buffer,
         originals: spans,
         points,
         sites,
     })
+}
+
+/// Where an indirect branch's target is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// At `[rsp]` (a return).
+    Stack,
+    /// In `cell::TARGET` (`call reg`, `jmp reg`).
+    Target,
+    /// At the address in `cell::EA` (`jmp [mem]`).
+    Ea,
 }
 
 /// What runs between the logging of an instruction's reads and of its
@@ -967,7 +1123,7 @@ mod tests {
             let end = (from + 15).min(code.len());
             Rc::new(decode(ip, code.get(from..end).unwrap_or(&[])))
         };
-        let t = translate(entry, &place, &mut read).expect("translates");
+        let t = translate(entry, &place, &mut read, &HashMap::new()).expect("translates");
         let mut d = Decoder::with_ip(64, &t.code, t.at, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
         let mut text = Vec::new();
