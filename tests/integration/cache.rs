@@ -247,7 +247,7 @@ fn a_loop_calling_through_a_function_pointer_learns_the_target_and_stays_in_the_
     });
     // The first entry, and one more after the exit trap that learned the
     // helper: not one per call of it.
-    assert!(trace.stats().cache_entries <= 2, "{:?}", trace.stats());
+    assert_eq!(trace.stats().cache_entries, 2, "{:?}", trace.stats());
     let me = current_tid();
     let want: Vec<Row> = (0..N)
         .flat_map(|i| {

@@ -43,6 +43,8 @@ pub(super) struct Call {
     pub(super) code_cache: bool,
     /// The call's budget of backward branches per entry (0: the default).
     pub(super) cache_budget: u64,
+    /// Entries into the code cache per region entry address.
+    pub(super) cache_region_entries: HashMap<u64, u32>,
 }
 
 impl Call {
@@ -75,6 +77,7 @@ impl Call {
             accesses_shown: false,
             code_cache: true,
             cache_budget: 0,
+            cache_region_entries: HashMap::new(),
         }
     }
 

@@ -444,6 +444,7 @@ impl Supervisor {
     fn end_call_state(&mut self) -> Trace {
         // However the call ends, the allocator gets its bytes back.
         self.drain_all_logs();
+        self.report_cache_entries();
         let allocations = self.disarm_allocator();
         self.read_back_writes_of(None);
         let Some(mut call) = self.call.take() else {

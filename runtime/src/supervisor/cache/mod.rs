@@ -76,8 +76,11 @@ pub(super) struct CodeCache {
     /// for it: until it leaves, another thread's event (one consumed while
     /// stopping threads for an earlier fault) waits with them.
     holder: Option<pid_t>,
-    /// `TRACED_FFI_CACHE=verbose`: say on stderr what is not translated.
+    /// `TRACED_FFI_CACHE=verbose`: say on stderr what is not translated,
+    /// and where threads enter the cache most.
     verbose: bool,
+    /// Entries per address, counted when verbose.
+    entries: HashMap<u64, u64>,
 }
 
 impl CodeCache {
@@ -100,6 +103,7 @@ impl CodeCache {
             slots: HashMap::new(),
             holder: None,
             verbose: std::env::var("TRACED_FFI_CACHE").as_deref() == Ok("verbose"),
+            entries: HashMap::new(),
         }
     }
 }
@@ -192,12 +196,14 @@ impl Supervisor {
         }
         let stopped = self.stop_other_threads(tid);
         let trap = u64::from(stopped.is_some());
-        // BUDGET, TRAP, EXIT_TARGET, ENTRY_TARGET are consecutive cells.
+        // BUDGET, TRAP, EXIT_TARGET, ENTRY_TARGET, RET_LEARN are
+        // consecutive cells.
         let budget = match self.call.as_ref().map_or(0, |c| c.cache_budget) {
             0 => self.cache.budget,
             n => n,
         };
-        let cells = [budget, trap, 0, entry_at];
+        let ret_learn = self.ret_learn(ip);
+        let cells = [budget, trap, 0, entry_at, ret_learn];
         let open_gate = self.cache_base(slot) + CACHE_GATES_OFFSET;
         if !self.write_cells(slot, cell::BUDGET, &cells)
             || self.pt.poke_user(tid, USER_RIP_OFFSET, open_gate).is_err()
@@ -219,8 +225,34 @@ impl Supervisor {
         if let Some(call) = &mut self.call {
             call.stats.cache_entries += 1;
         }
+        if self.cache.verbose {
+            *self.cache.entries.entry(ip).or_default() += 1;
+        }
         self.resume(tid, 0);
         true
+    }
+
+    /// When verbose: where threads entered the cache most during the call.
+    pub(super) fn report_cache_entries(&mut self) {
+        if !self.cache.verbose || self.cache.entries.is_empty() {
+            return;
+        }
+        let mut top: Vec<(u64, u64)> = self.cache.entries.drain().collect();
+        top.sort_by_key(|&(ip, n)| (std::cmp::Reverse(n), ip));
+        for (ip, n) in top.into_iter().take(5) {
+            let at = crate::trace::symbols::symbolize_in(self.child, ip)
+                .unwrap_or_else(|| format!("{ip:#x}"));
+            report(format_args!("code cache: {n} entries at {at}"));
+        }
+    }
+
+    /// Counts an entry into the region at `ip` in this call: 1 (returns
+    /// learn) from its third entry on, else 0 (see `cell::RET_LEARN`).
+    fn ret_learn(&mut self, ip: u64) -> u64 {
+        let Some(call) = &mut self.call else { return 0 };
+        let n = call.cache_region_entries.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
+        u64::from(*n >= 3)
     }
 
     /// The translated address of the region that starts at `ip` in
@@ -557,10 +589,10 @@ impl Supervisor {
             && exit_trap == Some(regs.rip)
         {
             self.write_cells(slot, cell::LEARN_SITE, &[0]);
-            if let Some(at) = self.learn_target(slot, site, target)
+            if let Some((at, entry)) = self.learn_target(slot, site, target)
                 && left.deferred.is_empty()
             {
-                match self.reenter_cache(tid, slot, at, left) {
+                match self.reenter_cache(tid, slot, (at, entry), left) {
                     None => return,
                     Some(back) => left = back,
                 }
@@ -590,8 +622,8 @@ impl Supervisor {
 
     /// An indirect branch (or return) at `site` left its region for
     /// `target`: the region is translated again with that target in it.
-    /// Returns the target's translated address.
-    fn learn_target(&mut self, slot: usize, site: u64, target: u64) -> Option<u64> {
+    /// Returns the target's translated address, and the region's entry.
+    fn learn_target(&mut self, slot: usize, site: u64, target: u64) -> Option<(u64, u64)> {
         let cs = self.cache.slots.get_mut(&slot)?;
         let entry = cs
             .by_entry
@@ -616,7 +648,7 @@ impl Supervisor {
         self.translate_into(slot, entry)?;
         let cs = self.cache.slots.get(&slot)?;
         let t = cs.regions.get(*cs.by_entry.get(&entry)?)?;
-        t.labels.get(&target).copied()
+        t.labels.get(&target).map(|&at| (at, entry))
     }
 
     /// Sends `tid`, stopped at the exit trap, back into the cache at `at`,
@@ -626,7 +658,7 @@ impl Supervisor {
         &mut self,
         tid: pid_t,
         slot: usize,
-        at: u64,
+        (at, entry): (u64, u64),
         left: InCache,
     ) -> Option<InCache> {
         let budget = match self.call.as_ref().map_or(0, |c| c.cache_budget) {
@@ -635,7 +667,8 @@ impl Supervisor {
         };
         let trap = u64::from(left.stopped.is_some());
         let open_gate = self.cache_base(slot) + CACHE_GATES_OFFSET;
-        if !self.write_cells(slot, cell::BUDGET, &[budget, trap, 0, at])
+        let ret_learn = self.ret_learn(entry);
+        if !self.write_cells(slot, cell::BUDGET, &[budget, trap, 0, at, ret_learn])
             || self.pt.poke_user(tid, USER_RIP_OFFSET, open_gate).is_err()
         {
             return Some(left);

@@ -65,8 +65,13 @@ pub(in crate::supervisor) mod cell {
     pub(in crate::supervisor) const EXIT_TARGET: u64 = 0x98;
     /// Where the open gate jumps to (translated code).
     pub(in crate::supervisor) const ENTRY_TARGET: u64 = 0xa0;
+    /// Non-zero: returns that leave the region learn their target (set
+    /// for a region entered several times in the call, whose returns go
+    /// back to a caller's loop; zero for one entered once, whose return
+    /// goes back to the test's own code).
+    pub(in crate::supervisor) const RET_LEARN: u64 = 0xa8;
     /// The target of an indirect call.
-    pub(in crate::supervisor) const TARGET: u64 = 0xa8;
+    pub(in crate::supervisor) const TARGET: u64 = 0xc8;
     /// Spill cells of an indirect branch's comparisons (rcx, rdx).
     pub(in crate::supervisor) const SPILL_C: u64 = 0xb0;
     pub(in crate::supervisor) const SPILL_D: u64 = 0xb8;
@@ -754,8 +759,8 @@ pub(in crate::supervisor) fn translate(
     }
     // Indirect branches and returns: into the region when the target is a
     // translated call's next instruction (returns) or a target learned
-    // before; otherwise out of the cache, and, for an indirect branch with
-    // room for more targets, through the exit trap so that the supervisor
+    // before; otherwise out of the cache, and, while the site has room for
+    // more targets, through the exit trap so that the supervisor
     // translates the region again with this one.
     ret_sites.sort_unstable();
     ret_sites.dedup();
@@ -823,14 +828,23 @@ pub(in crate::supervisor) fn translate(
             e.push_at(Instruction::with(Code::Nopd), next);
         }
         e.store(cell::EXIT_TARGET, Register::RDX)?;
-        // Returns do not learn: a return out of the region goes back to
-        // code that called into it from outside (the test's own code, at
-        // the end of a call), which a stop per call would only slow down.
-        if !is_ret && learned_here.len() < MAX_LEARNED {
+        // A return learns too, when the region was entered several times
+        // in the call (`cell::RET_LEARN`): then it is a loop's body
+        // entered in the middle of a function, returning to its caller's
+        // loop (recursive sorts, helpers called from a loop outside the
+        // region). A region entered once returns to the test's own code:
+        // no stop for that.
+        if learned_here.len() < MAX_LEARNED {
+            let skip = e.fake();
+            if is_ret {
+                e.load(Register::RCX, cell::RET_LEARN)?;
+                e.push(Instruction::with_branch(Code::Jrcxz_rel8_64, skip))?;
+            }
             e.mov_imm(Register::RCX, site)?;
             e.store(cell::LEARN_SITE, Register::RCX)?;
             e.mov_imm(Register::RCX, 1)?;
             e.store(cell::TRAP, Register::RCX)?;
+            e.push_at(Instruction::with(Code::Nopd), skip);
         }
         e.load(Register::RCX, cell::SPILL_C)?;
         e.load(Register::RDX, cell::SPILL_D)?;
