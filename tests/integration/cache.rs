@@ -154,6 +154,13 @@ unsafe extern "C" {
     static cache_smc_store: u8;
 }
 
+/// False when the environment turns the cache off for the whole run
+/// (`TRACED_FFI_CACHE=off`, as CI's second run of the suite does): the
+/// traces are then still compared, the cache's own figures are not.
+fn cache_on() -> bool {
+    std::env::var("TRACED_FFI_CACHE").as_deref() != Ok("off")
+}
+
 /// What must be equal between the trace with the cache and without it.
 fn essentials(trace: &Trace) -> Vec<(AccessKind, isize, usize, Vec<u8>, String, i32)> {
     trace
@@ -181,7 +188,7 @@ fn both_ways(t: &mut Tracer, mut call: impl FnMut(&mut Tracer) -> Trace) -> Trac
     let cached = call(t);
     assert_eq!(plain.stats().cache_entries, 0, "{plain}");
     assert!(
-        cached.stats().cache_entries >= 1,
+        !cache_on() || cached.stats().cache_entries >= 1,
         "the cache was not entered\n{cached}"
     );
     assert_eq!(
@@ -206,7 +213,11 @@ fn a_loop_calling_a_helper_records_each_read_and_write_as_without_the_cache(t: &
     });
     // The call and the helper's return are translated: the loop stays in
     // the cache.
-    assert_eq!(trace.stats().cache_entries, 1, "{:?}", trace.stats());
+    assert!(
+        !cache_on() || trace.stats().cache_entries == 1,
+        "{:?}",
+        trace.stats()
+    );
     let me = current_tid();
     let want: Vec<Row> = (0..N)
         .flat_map(|i| {
@@ -247,7 +258,11 @@ fn a_loop_calling_through_a_function_pointer_learns_the_target_and_stays_in_the_
     });
     // The first entry, and one more after the exit trap that learned the
     // helper: not one per call of it.
-    assert_eq!(trace.stats().cache_entries, 2, "{:?}", trace.stats());
+    assert!(
+        !cache_on() || trace.stats().cache_entries == 2,
+        "{:?}",
+        trace.stats()
+    );
     let me = current_tid();
     let want: Vec<Row> = (0..N)
         .flat_map(|i| {
@@ -399,7 +414,11 @@ fn a_loop_spinning_on_a_flag_another_thread_sets_ends_through_the_budget(t: &mut
             reads
         });
         // It left the cache through its budget, and came back.
-        assert!(trace.stats().cache_entries >= 2, "{:?}", trace.stats());
+        assert!(
+            !cache_on() || trace.stats().cache_entries >= 2,
+            "{:?}",
+            trace.stats()
+        );
         let me = current_tid();
         let a = trace.accesses();
         let spins: Vec<&Access> = a.iter().filter(|x| x.tid == me).collect();
@@ -464,7 +483,11 @@ fn two_threads_in_the_same_translated_loop_record_their_own_accesses_in_order(t:
             let (a, b) = (run(0), run(1));
             [a.join().unwrap_or(0), b.join().unwrap_or(0)]
         });
-        assert!(trace.stats().cache_entries >= 2, "{:?}", trace.stats());
+        assert!(
+            !cache_on() || trace.stats().cache_entries >= 2,
+            "{:?}",
+            trace.stats()
+        );
         for (k, tid) in tids.iter().enumerate() {
             let own: Vec<Row> = trace
                 .accesses()
@@ -532,7 +555,11 @@ fn code_rewritten_between_calls_is_translated_again(t: &mut Tracer) {
             let p = buf.as_mut_ptr();
             // SAFETY: the buffer holds N bytes.
             let ((), trace) = t.call(|| unsafe { cache_smc_fill(p, N) });
-            assert!(trace.stats().cache_entries >= 1, "{:?}", trace.stats());
+            assert!(
+                !cache_on() || trace.stats().cache_entries >= 1,
+                "{:?}",
+                trace.stats()
+            );
             let me = current_tid();
             let want: Vec<Row> = (0..N)
                 .map(|i| Row::write(&buf, i, &[value], c("cache_smc_fill", "mov"), me))
