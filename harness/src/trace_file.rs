@@ -157,8 +157,7 @@ pub(crate) fn write(
             })
             .collect(),
         accesses: trace
-            .accesses()
-            .iter()
+            .iter_accesses()
             .map(|a| Access {
                 kind: a.kind.to_string(),
                 region: a.region.and_then(name),
@@ -168,9 +167,9 @@ pub(crate) fn write(
                 tid: a.tid,
                 symbol: describe_ip(a.ip),
                 source: source_location(a.ip),
-                instruction: &a.insn,
-                syscall: a.syscall.as_deref(),
-                out_of_bounds: trace.is_out_of_bounds(a),
+                instruction: a.insn,
+                syscall: a.syscall,
+                out_of_bounds: a.out_of_bounds,
                 callers: a.callers.iter().map(|&r| describe_ip(r)).collect(),
             })
             .collect(),

@@ -36,8 +36,8 @@ pub use trace::alloc::{
 };
 pub use trace::contract::Expect;
 pub use trace::event::{
-    Access, AccessKind, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc, RegionId,
-    RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
+    Access, AccessKind, AccessRef, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc,
+    RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
 };
 pub use trace::symbols::{describe_ip, source_location, symbolize};
 pub use tracee::arena::{GuardedMapping, page_protection};

@@ -138,24 +138,49 @@ pub(crate) enum Reply {
     Trace(Box<Trace>),
 }
 
-/// Writes one length-prefixed postcard frame.
+/// Writes one length-prefixed postcard frame. A large message (a trace) is
+/// never held encoded whole: its size is computed first, then it is
+/// encoded through a 64 KiB buffer straight into `w` (a trace's chunks of
+/// records go from the store to the socket without a copy).
 pub(crate) fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    let body = postcard::to_stdvec(msg).map_err(io::Error::other)?;
-    let len = u32::try_from(body.len())
-        .map_err(|_| io::Error::other(format!("message of {} bytes is too large", body.len())))?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
-    w.write_all(&frame)
+    let size = postcard::experimental::serialized_size(msg).map_err(io::Error::other)?;
+    let len = u32::try_from(size)
+        .map_err(|_| io::Error::other(format!("message of {size} bytes is too large")))?;
+    let mut out = io::BufWriter::with_capacity(STREAM_BUFFER.min(4 + size), w);
+    out.write_all(&len.to_le_bytes())?;
+    postcard::to_io(msg, &mut out).map_err(io::Error::other)?;
+    out.flush()
 }
 
-/// Reads one length-prefixed postcard frame.
+/// Frames larger than this are decoded as they are read (see [`read_frame`]).
+const STREAM_ABOVE: usize = 64 * 1024;
+/// The write buffer of [`write_frame`].
+const STREAM_BUFFER: usize = 64 * 1024;
+/// The scratch buffer of a frame decoded as it is read: the largest single
+/// string or byte block of a message (a chunk of a trace's records, 1 MiB).
+const STREAM_SCRATCH: usize = crate::trace::store::CHUNK * 32 + 4096;
+
+/// Reads one length-prefixed postcard frame. A large one (a trace) is
+/// decoded as it is read, through a scratch buffer of one chunk: the test
+/// process never holds the encoded trace and the decoded one at once.
 pub(crate) fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<T> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
-    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut body)?;
-    postcard::from_bytes(&body).map_err(io::Error::other)
+    let len = u32::from_le_bytes(len) as usize;
+    if len <= STREAM_ABOVE {
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body)?;
+        return postcard::from_bytes(&body).map_err(io::Error::other);
+    }
+    let mut body = r.take(len as u64);
+    let mut scratch = vec![0u8; STREAM_SCRATCH.min(len)];
+    let decoded = postcard::from_io((&mut body, &mut scratch[..]))
+        .map(|(msg, _)| msg)
+        .map_err(io::Error::other);
+    // What the decoder did not need (nothing, for a well-formed frame) is
+    // skipped, so the next frame starts where it should.
+    io::copy(&mut body, &mut io::sink())?;
+    decoded
 }
 
 /// The signal the harness's runner sends a supervisor (the process it
@@ -301,6 +326,57 @@ mod tests {
             read_frame::<Request>(&mut r),
             Ok(Request::EndCall { restore }) if restore == [(1, 2, 3)]
         ));
+    }
+
+    #[test]
+    fn a_trace_larger_than_a_chunk_round_trips_through_a_frame() {
+        use crate::trace::event::{AccessKind, RegionDesc, RegionId, RegionKind, Stats};
+        use crate::trace::store::{CHUNK, Origin, Place, Records};
+        let mut records = Records::default();
+        let origin = Origin {
+            ip: 0x40,
+            insn: "mov [rdi+rax],dl",
+            syscall: None,
+        };
+        let n = 2 * CHUNK + 5;
+        for i in 0..n {
+            let place = Place {
+                kind: AccessKind::Write,
+                region: Some(0),
+                offset: i as isize,
+                len: 1,
+                tid: 3,
+            };
+            records.push(place, &origin, Ok(&[i as u8]));
+        }
+        let region = RegionDesc {
+            id: RegionId(1),
+            name: "dst".to_owned(),
+            kind: RegionKind::Buffer,
+            start: 0x1000,
+            len: n as u64,
+            span_start: 0,
+            span_len: 0,
+            fields: Vec::new(),
+        };
+        let trace = Trace::new(
+            vec![region],
+            records,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Stats::default(),
+        );
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &Reply::Trace(Box::new(trace.clone()))).expect("write to a Vec");
+        write_frame(&mut wire, &Reply::Refused("next".into())).expect("write to a Vec");
+        let mut r = &wire[..];
+        let Ok(Reply::Trace(back)) = read_frame::<Reply>(&mut r) else {
+            panic!("not a trace");
+        };
+        assert_eq!(*back, trace);
+        assert_eq!(back.access_count(), n);
+        assert!(matches!(read_frame::<Reply>(&mut r), Ok(Reply::Refused(s)) if s == "next"));
     }
 
     #[test]

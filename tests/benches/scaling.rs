@@ -318,23 +318,15 @@ pub fn run_native(name: &str) -> bool {
     true
 }
 
-/// Bytes a trace holds per access: the `Access` and its heap parts.
+/// Bytes a trace holds per access: everything its accesses take on the
+/// heap (`Trace::heap_bytes`), in the test process. The trace is not asked
+/// for `accesses()`, which would build `Access`es.
 fn trace_bytes_per_access(trace: &Trace) -> f64 {
-    let a = trace.accesses();
-    if a.is_empty() {
+    let n = trace.access_count();
+    if n == 0 {
         return 0.0;
     }
-    let heap: usize = a
-        .iter()
-        .map(|x| {
-            size_of::<traced_ffi::Access>()
-                + x.bytes.capacity()
-                + x.insn.capacity()
-                + 8 * x.callers.capacity()
-                + x.syscall.as_ref().map_or(0, String::capacity)
-        })
-        .sum();
-    heap as f64 / a.len() as f64
+    trace.heap_bytes() as f64 / n as f64
 }
 
 struct Figures {
@@ -355,7 +347,7 @@ fn traced(t: &mut Tracer, p: &Prepared) -> Figures {
     let s = trace.stats();
     Figures {
         traced,
-        accesses: trace.accesses().len(),
+        accesses: trace.access_count(),
         stops: s.stops,
         entries: s.cache_entries,
         bytes_per_access: trace_bytes_per_access(&trace),
@@ -379,9 +371,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Prints the scaling table. `without_cache` also traces each workload of
-/// at most that many bytes with the code cache off.
-pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize) {
+/// Prints the scaling table: the workloads whose text contains `only`.
+/// `without_cache` also traces each workload of at most that many bytes
+/// with the code cache off.
+pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize, only: &str) {
     println!("scaling: whole traced call (code cache on), native call, memcheck whole process");
     println!(
         "{:<30} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8} {:>8} {:>9}",
@@ -395,7 +388,7 @@ pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize) {
         "entries",
         "B/access"
     );
-    for w in WORKLOADS {
+    for w in WORKLOADS.iter().filter(|w| w.what.contains(only)) {
         let Some(p) = prepare(w.name) else {
             println!("{:<30} skipped: library not installed", w.what);
             continue;

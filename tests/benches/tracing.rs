@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p traced-ffi-tests --bench tracing -- WORDS` measures only
 //! the rows whose text contains WORDS (and skips memcheck): for example
-//! `-- "empty traced call"`.
+//! `-- "empty traced call"`; `-- "scaling:copy loop"` the scaling rows whose
+//! text contains `copy loop`.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -160,17 +161,21 @@ fn main() {
     let idle_after = cpu_seconds(supervisor);
 
     let mut t = Tracer::new("bench");
-    if filter().is_none_or(|f| f == "scaling") {
-        let valgrind = std::process::Command::new("valgrind")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        scaling::table(&mut t, valgrind, 64 << 10);
+    // `-- scaling:WORDS`: the scaling rows whose text has WORDS, without
+    // memcheck.
+    let rows = filter().and_then(|f| f.strip_prefix("scaling:"));
+    if filter().is_none_or(|f| f == "scaling") || rows.is_some() {
+        let valgrind = rows.is_none()
+            && std::process::Command::new("valgrind")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+        scaling::table(&mut t, valgrind, 64 << 10, rows.unwrap_or(""));
         if let Some(us) = floor {
             println!("ptrace stop floor (int3 stop + PTRACE_CONT, one CPU): {us:.2} µs per stop");
         }
     }
-    if filter() == Some("scaling") {
+    if filter().is_some_and(|f| f.starts_with("scaling")) {
         return;
     }
     let mut rows = Vec::new();

@@ -7,7 +7,8 @@ use libc::pid_t;
 
 use crate::decode::insn::Decoded;
 use crate::layout::{PAGE_SIZE, page_floor, protected_spans};
-use crate::trace::event::{Access, Note, RegionDesc, Stats, UnknownSyscall, Unsupported};
+use crate::trace::event::{Note, RegionDesc, Stats, UnknownSyscall, Unsupported};
+use crate::trace::store::Records;
 
 /// Page ranges to open or close: `(start, len)`, merged.
 pub(super) type Ranges = Vec<(u64, u64)>;
@@ -20,7 +21,8 @@ pub(super) struct Call {
     pub(super) regions: Vec<RegionDesc>,
     /// Protected page ranges `(start, end)`, sorted and merged.
     pub(super) protected: Vec<(u64, u64)>,
-    pub(super) accesses: Vec<Access>,
+    /// The accesses so far, compact (`trace/store.rs`).
+    pub(super) accesses: Records,
     pub(super) unsupported: Vec<Unsupported>,
     pub(super) notes: Vec<Note>,
     pub(super) unknown_syscalls: Vec<UnknownSyscall>,
@@ -62,7 +64,7 @@ impl Call {
             call,
             protected: protected_spans(&regions),
             regions,
-            accesses: Vec::new(),
+            accesses: Records::default(),
             unsupported: Vec::new(),
             notes: Vec::new(),
             unknown_syscalls: Vec::new(),

@@ -21,7 +21,7 @@ use super::report::{die_of, install_report_handler, report, report_requested, wa
 use super::thread::{Births, Thread};
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
-use crate::trace::event::{Dropped, Note, Trace};
+use crate::trace::event::{Dropped, MAX_RECORDED_BYTES, Note, Trace};
 
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
 pub(super) const SEGV_ACCERR: c_int = 2;
@@ -480,6 +480,7 @@ impl Supervisor {
             });
         }
         call.stats.ptrace_requests = self.pt.requests - call.requests_at_start;
+        call.accesses.shrink_to_fit();
         let mut trace = Trace::new(
             call.regions,
             call.accesses,
@@ -499,15 +500,11 @@ impl Supervisor {
         let Some(call) = &mut self.call else { return };
         let mem = &self.mem;
         let mut read_back = |thread: &mut Thread| {
+            let mut bytes = [0u8; MAX_RECORDED_BYTES];
             for p in thread.pending.drain(..) {
-                let mut bytes = vec![0u8; p.len];
-                match mem.read_at(&mut bytes, p.addr) {
-                    Ok(n) => bytes.truncate(n),
-                    Err(_) => bytes.clear(),
-                }
-                if let Some(a) = call.accesses.get_mut(p.index) {
-                    a.bytes = bytes;
-                }
+                let len = p.len.min(MAX_RECORDED_BYTES);
+                let n = mem.read_at(&mut bytes[..len], p.addr).unwrap_or(0);
+                call.accesses.set_bytes(p.index, &bytes[..n]);
             }
         };
         match tid {

@@ -89,12 +89,13 @@ impl Supervisor {
             return;
         };
         if w.late.contains(&tid) {
-            for a in &call.accesses[before.min(call.accesses.len())..] {
+            for a in call.accesses.iter_from(before) {
                 let name = a
                     .region
-                    .and_then(|id| call.regions.iter().find(|r| r.id == id))
+                    .and_then(|i| call.regions.get(i))
                     .map_or("?", |r| r.name.as_str());
-                let at = symbolize_in(self.child, a.ip).unwrap_or_else(|| format!("{:#x}", a.ip));
+                let at = symbolize_in(self.child, a.site.ip)
+                    .unwrap_or_else(|| format!("{:#x}", a.site.ip));
                 let kind = match a.kind {
                     AccessKind::Read => "read",
                     AccessKind::Write => "write",
@@ -108,7 +109,7 @@ impl Supervisor {
                     a.offset,
                     a.offset + a.len as isize,
                     a.len,
-                    a.insn
+                    a.site.insn
                 ));
             }
         }

@@ -49,7 +49,7 @@ impl Supervisor {
         let skip = total.saturating_sub(MAX_ACCESS_ROWS);
         let trace = Trace::new(
             call.regions.clone(),
-            call.accesses[skip..].to_vec(),
+            call.accesses.tail(skip),
             call.unsupported.clone(),
             Vec::new(),
             call.unknown_syscalls.clone(),

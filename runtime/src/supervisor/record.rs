@@ -8,7 +8,8 @@ use libc::{pid_t, user_regs_struct};
 use super::core::Supervisor;
 use super::thread::PendingWrite;
 use crate::decode::insn::{After, Decoded, Operand};
-use crate::trace::event::{Access, AccessKind, MAX_RECORDED_BYTES, Note, RegionKind, Unsupported};
+use crate::trace::event::{AccessKind, MAX_RECORDED_BYTES, Note, RegionKind, Unsupported};
+use crate::trace::store;
 
 /// Who made an access: an instruction, or the kernel in a system call.
 pub(super) struct Origin<'a> {
@@ -83,7 +84,12 @@ impl Supervisor {
     ) {
         let Some(call) = &mut self.call else { return };
         let (lo, hi) = (op.addr, op.addr + op.size);
-        for region in &call.regions {
+        let origin = store::Origin {
+            ip: origin.ip,
+            insn: origin.insn,
+            syscall: origin.syscall,
+        };
+        for (index, region) in call.regions.iter().enumerate() {
             let (start, len) = match region.kind {
                 // The whole span counts: out-of-bounds bytes are recorded.
                 RegionKind::Buffer if lo < region.span_end() && hi > region.span_start => {
@@ -97,15 +103,14 @@ impl Supervisor {
                 _ => continue,
             };
             let shown = (len as usize).min(MAX_RECORDED_BYTES);
-            let mut bytes = Vec::new();
-            if kind == AccessKind::Read || written_known {
+            let mut buf = [0u8; MAX_RECORDED_BYTES];
+            let bytes = if kind == AccessKind::Read || written_known {
                 let from = (start - lo) as usize;
                 match read.and_then(|r| r.get(from..from + shown)) {
-                    Some(slice) => bytes = slice.to_vec(),
+                    Some(slice) => Ok(slice),
                     None => {
-                        bytes = vec![0u8; shown];
-                        let n = self.mem.read_at(&mut bytes, start).unwrap_or(0);
-                        bytes.truncate(n);
+                        let n = self.mem.read_at(&mut buf[..shown], start).unwrap_or(0);
+                        Ok(&buf[..n])
                     }
                 }
             } else {
@@ -115,24 +120,21 @@ impl Supervisor {
                     addr: start,
                     len: shown,
                 });
-            }
+                Err(shown)
+            };
             // An instruction's access out of the region's bytes gets its
             // callers once the fault's operands are recorded (`on_fault`).
             if origin.syscall.is_none() && (start < region.start || start + len > region.end()) {
                 call.out_of_bounds.push(call.accesses.len());
             }
-            call.accesses.push(Access {
+            let place = store::Place {
                 kind,
-                region: Some(region.id),
+                region: Some(index),
                 offset: (start as i128 - region.start as i128) as isize,
-                len: len as usize,
-                bytes,
+                len,
                 tid,
-                ip: origin.ip,
-                insn: origin.insn.to_owned(),
-                syscall: origin.syscall.map(str::to_owned),
-                callers: Vec::new(),
-            });
+            };
+            call.accesses.push(place, &origin, bytes);
         }
     }
 
@@ -149,9 +151,7 @@ impl Supervisor {
         let callers = self.callers(regs);
         if let Some(call) = &mut self.call {
             for i in std::mem::take(&mut call.out_of_bounds) {
-                if let Some(a) = call.accesses.get_mut(i) {
-                    a.callers.clone_from(&callers);
-                }
+                call.accesses.set_callers(i, &callers);
             }
         }
     }

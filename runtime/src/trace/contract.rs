@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use super::alloc::{Allocation, describe_allocation};
-use super::event::{Access, AccessKind, RangeSet, Region, RegionDesc, Trace};
+use super::event::{AccessKind, AccessRef, RangeSet, Region, RegionDesc, Trace};
 use super::symbols::{describe_ip, source_location};
 
 /// Bytes per row of a byte map.
@@ -66,6 +66,8 @@ fn contract_failed(msg: String) -> ! {
 pub struct Expect<'t> {
     trace: &'t Trace,
     region: RegionDesc,
+    /// The region's index in the trace's regions.
+    index: usize,
 }
 
 impl Trace {
@@ -77,10 +79,11 @@ impl Trace {
     #[track_caller]
     pub fn expect(&self, region: &impl Region) -> Expect<'_> {
         let id = region.region_id();
-        match self.region(&id) {
-            Some(desc) => Expect {
+        match self.region_index(&id) {
+            Some(index) => Expect {
                 trace: self,
-                region: desc.clone(),
+                region: self.regions()[index].clone(),
+                index,
             },
             None => contract_failed(format!(
                 "contract on region {id:?}, which is not a region of this call (its regions: {})",
@@ -100,7 +103,7 @@ impl Trace {
     /// With the offending accesses and a byte map of each region they hit.
     #[track_caller]
     pub fn expect_no_out_of_bounds(&self) {
-        let oob = self.out_of_bounds();
+        let oob: Vec<AccessRef<'_>> = self.iter_accesses().filter(|a| a.out_of_bounds).collect();
         if oob.is_empty() {
             return;
         }
@@ -203,12 +206,9 @@ fn allocation_lines(allocations: &[&Allocation], out: &mut String) {
     }
 }
 
-impl Expect<'_> {
-    fn accesses(&self) -> impl Iterator<Item = &Access> {
-        self.trace
-            .accesses()
-            .iter()
-            .filter(|a| a.region == Some(self.region.id))
+impl<'t> Expect<'t> {
+    fn accesses(&self) -> impl Iterator<Item = AccessRef<'t>> + 't {
+        self.trace.accesses_at(self.index)
     }
 
     fn len(&self) -> isize {
@@ -217,7 +217,12 @@ impl Expect<'_> {
 
     /// Panics with the explanation of a broken contract.
     #[track_caller]
-    fn fail(&self, contract: &str, sets: &[(&str, String)], offending_accesses: &[&Access]) -> ! {
+    fn fail(
+        &self,
+        contract: &str,
+        sets: &[(&str, String)],
+        offending_accesses: &[AccessRef<'_>],
+    ) -> ! {
         let mut msg = format!(
             "contract failed: `{}` {contract}\n  region `{}`: {} bytes\n",
             self.region.name, self.region.name, self.region.len
@@ -239,7 +244,7 @@ impl Expect<'_> {
     }
 
     /// Writes are accesses that may store: writes and maybe-writes.
-    fn is_store(a: &Access) -> bool {
+    fn is_store(a: &AccessRef<'_>) -> bool {
         a.kind != AccessKind::Read
     }
 
@@ -250,7 +255,7 @@ impl Expect<'_> {
         let expected: RangeSet = std::iter::once(bytes.clone()).collect();
         let certain = self.trace.written(&self.region.id);
         let any = self.written_or_maybe();
-        let stray: Vec<&Access> = self
+        let stray: Vec<AccessRef<'_>> = self
             .accesses()
             .filter(|a| Self::is_store(a) && !within(a.range(), &bytes))
             .collect();
@@ -271,7 +276,7 @@ impl Expect<'_> {
     /// No byte of the region (or around it) was written or maybe written.
     #[track_caller]
     pub fn writes_nothing(self) -> Self {
-        let stores: Vec<&Access> = self.accesses().filter(|a| Self::is_store(a)).collect();
+        let stores: Vec<AccessRef<'_>> = self.accesses().filter(|a| Self::is_store(a)).collect();
         if !stores.is_empty() {
             self.fail(
                 "writes nothing",
@@ -287,7 +292,7 @@ impl Expect<'_> {
     pub fn reads_exactly(self, bytes: Range<usize>) -> Self {
         let expected: RangeSet = std::iter::once(bytes.clone()).collect();
         let read = self.trace.read(&self.region.id);
-        let stray: Vec<&Access> = self
+        let stray: Vec<AccessRef<'_>> = self
             .accesses()
             .filter(|a| a.kind == AccessKind::Read && !within(a.range(), &bytes))
             .collect();
@@ -304,7 +309,7 @@ impl Expect<'_> {
     /// No byte of the region (or around it) was read.
     #[track_caller]
     pub fn reads_nothing(self) -> Self {
-        let reads: Vec<&Access> = self
+        let reads: Vec<AccessRef<'_>> = self
             .accesses()
             .filter(|a| a.kind == AccessKind::Read)
             .collect();
@@ -367,7 +372,7 @@ impl Expect<'_> {
     #[track_caller]
     pub fn stays_in_bounds(self) -> Self {
         let len = self.len();
-        let oob: Vec<&Access> = self
+        let oob: Vec<AccessRef<'_>> = self
             .accesses()
             .filter(|a| a.offset < 0 || a.range().end > len)
             .collect();
@@ -392,7 +397,7 @@ impl Expect<'_> {
             .map(|b| b..b + 1)
             .collect();
         if !over.is_empty() {
-            let offenders: Vec<&Access> = self
+            let offenders: Vec<AccessRef<'_>> = self
                 .accesses()
                 .filter(|a| {
                     a.kind == AccessKind::Read && clip(a.range(), len).any(|b| over.contains(b))
@@ -481,11 +486,10 @@ fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
     let mut cells = vec![b'.'; len];
     let mut before = RangeSet::default();
     let mut after = RangeSet::default();
-    for a in trace
-        .accesses()
-        .iter()
-        .filter(|a| a.region == Some(desc.id))
-    {
+    let Some(index) = trace.region_index(&desc.id) else {
+        return;
+    };
+    for a in trace.accesses_at(index) {
         let r = a.range();
         if r.start < 0 {
             let end = r.end.min(0);
@@ -561,7 +565,7 @@ fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
 }
 
 /// Appends the offending accesses, one row each.
-fn offending(trace: &Trace, accesses: &[&Access], out: &mut String) {
+fn offending(trace: &Trace, accesses: &[AccessRef<'_>], out: &mut String) {
     if accesses.is_empty() {
         return;
     }
@@ -577,19 +581,18 @@ fn offending(trace: &Trace, accesses: &[&Access], out: &mut String) {
             out,
             "    {:<11} {} {} byte(s) [{}] at {} `{}`{}",
             a.kind.to_string(),
-            trace.describe_location(a),
+            trace.describe_ref_location(a),
             a.len,
             bytes.join(" "),
             describe_ip(a.ip),
             a.insn,
             a.syscall
-                .as_ref()
                 .map_or(String::new(), |s| format!(" ({s}, by the kernel)"))
         );
         if let Some(source) = source_location(a.ip) {
             let _ = writeln!(out, "                source: {source}");
         }
-        for ret in &a.callers {
+        for ret in a.callers {
             // The call instruction is just before the return address.
             let site = source_location(ret - 1).map_or(String::new(), |s| format!(" ({s})"));
             let _ = writeln!(

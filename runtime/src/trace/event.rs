@@ -3,8 +3,11 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
+
+use super::store::{Records, Stored};
 
 /// At most this many bytes of an access's value are kept in [`Access::bytes`].
 pub const MAX_RECORDED_BYTES: usize = 64;
@@ -162,6 +165,100 @@ impl Access {
     }
 }
 
+/// One access of a [`Trace`], borrowed from the trace's compact storage
+/// (see [`Trace::iter_accesses`]): the fields of [`Access`], without
+/// building one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessRef<'a> {
+    /// Read, write, or maybe-write.
+    pub kind: AccessKind,
+    /// The region the access falls in (see [`Access::region`]).
+    pub region: Option<RegionId>,
+    /// Offset of the first byte, relative to the region's first byte.
+    pub offset: isize,
+    /// Number of bytes accessed.
+    pub len: usize,
+    /// The bytes read or written (see [`Access::bytes`]).
+    pub bytes: &'a [u8],
+    /// The thread that made the access.
+    pub tid: i32,
+    /// The instruction's address.
+    pub ip: u64,
+    /// The instruction, disassembled.
+    pub insn: &'a str,
+    /// The system call, for an access the kernel made.
+    pub syscall: Option<&'a str>,
+    /// The native callers of an out-of-bounds access (see [`Access::callers`]).
+    pub callers: &'a [u64],
+    /// True if the access touched bytes outside its region (see
+    /// [`Trace::is_out_of_bounds`]).
+    pub out_of_bounds: bool,
+    /// Index of the region in [`Trace::regions`].
+    region_index: Option<usize>,
+}
+
+impl AccessRef<'_> {
+    /// The accessed byte offsets, relative to the region's first byte.
+    pub fn range(&self) -> Range<isize> {
+        self.offset..self.offset + self.len as isize
+    }
+
+    /// The access as an owned [`Access`].
+    pub fn to_access(&self) -> Access {
+        Access {
+            kind: self.kind,
+            region: self.region,
+            offset: self.offset,
+            len: self.len,
+            bytes: self.bytes.to_vec(),
+            tid: self.tid,
+            ip: self.ip,
+            insn: self.insn.to_owned(),
+            syscall: self.syscall.map(str::to_owned),
+            callers: self.callers.to_vec(),
+        }
+    }
+}
+
+/// True if `offset..offset+len` leaves `desc`'s bytes (or there is no
+/// region).
+fn outside(desc: Option<&RegionDesc>, offset: isize, len: usize) -> bool {
+    match desc {
+        None => true,
+        Some(desc) => offset < 0 || offset as i128 + len as i128 > desc.len as i128,
+    }
+}
+
+/// The `Vec<Access>` of [`Trace::accesses`], built at its first use. Not
+/// part of a trace's value: clones start without it, equality ignores it,
+/// it is never sent.
+#[derive(Default)]
+struct Materialised(OnceLock<Vec<Access>>);
+
+impl Clone for Materialised {
+    fn clone(&self) -> Self {
+        Materialised::default()
+    }
+}
+
+impl PartialEq for Materialised {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Materialised {}
+
+impl fmt::Debug for Materialised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built"
+        })
+    }
+}
+
 /// An instruction that touched a protected page and that the tracer could
 /// not account for exactly. Its presence fails the test unless the test
 /// opted out: the trace is then known to be incomplete.
@@ -266,8 +363,11 @@ pub struct Stats {
 pub struct Trace {
     /// Regions registered for the call.
     pub(crate) regions: Vec<RegionDesc>,
-    /// Accesses, in the order they happened.
-    pub(crate) accesses: Vec<Access>,
+    /// Accesses, in the order they happened, compact (see `store`).
+    pub(crate) records: Records,
+    /// The accesses as `Access`es, once asked for.
+    #[serde(skip)]
+    materialised: Materialised,
     /// Instructions the tracer could not account for.
     pub(crate) unsupported: Vec<Unsupported>,
     /// Things seen that are not accesses (see [`Note`]).
@@ -284,7 +384,7 @@ impl Trace {
     /// Assembles a trace (used by the supervisor).
     pub(crate) fn new(
         regions: Vec<RegionDesc>,
-        accesses: Vec<Access>,
+        records: Records,
         unsupported: Vec<Unsupported>,
         notes: Vec<Note>,
         unknown_syscalls: Vec<UnknownSyscall>,
@@ -292,7 +392,8 @@ impl Trace {
     ) -> Self {
         Trace {
             regions,
-            accesses,
+            records,
+            materialised: Materialised::default(),
             unsupported,
             notes,
             unknown_syscalls,
@@ -302,14 +403,80 @@ impl Trace {
     }
 
     /// Every access, in order.
+    ///
+    /// The trace keeps its accesses compact (about 33 bytes for a one-byte
+    /// access); the first call of this method builds the `Access`es (about
+    /// 160 bytes each) and keeps them. [`Trace::iter_accesses`],
+    /// [`Trace::access_count`] and the contracts do not.
     pub fn accesses(&self) -> &[Access] {
-        &self.accesses
+        self.materialised
+            .0
+            .get_or_init(|| self.iter_accesses().map(|a| a.to_access()).collect())
+    }
+
+    /// Every access, in order, borrowed from the trace's compact storage.
+    pub fn iter_accesses(&self) -> impl Iterator<Item = AccessRef<'_>> + '_ {
+        self.records.iter().map(|s| self.view(s))
+    }
+
+    /// The number of accesses.
+    pub fn access_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The bytes of memory the trace holds on the heap for its accesses:
+    /// the compact records, the values, the distinct instructions and, once
+    /// [`Trace::accesses`] has built them, the `Access`es.
+    pub fn heap_bytes(&self) -> usize {
+        let built = self.materialised.0.get().map_or(0, |v| {
+            v.capacity() * size_of::<Access>()
+                + v.iter()
+                    .map(|a| {
+                        a.bytes.capacity()
+                            + a.insn.capacity()
+                            + 8 * a.callers.capacity()
+                            + a.syscall.as_ref().map_or(0, String::capacity)
+                    })
+                    .sum::<usize>()
+        });
+        self.records.heap_bytes() + built
+    }
+
+    /// One stored access as an [`AccessRef`].
+    pub(crate) fn view<'a>(&'a self, s: Stored<'a>) -> AccessRef<'a> {
+        let desc = s.region.and_then(|i| self.regions.get(i));
+        AccessRef {
+            kind: s.kind,
+            region: desc.map(|d| d.id),
+            offset: s.offset,
+            len: s.len,
+            bytes: s.bytes,
+            tid: s.tid,
+            ip: s.site.ip,
+            insn: &s.site.insn,
+            syscall: s.site.syscall.as_deref(),
+            callers: s.callers,
+            out_of_bounds: outside(desc, s.offset, s.len),
+            region_index: s.region,
+        }
+    }
+
+    /// The accesses to the region at `index` of the regions, in order.
+    pub(crate) fn accesses_at(&self, index: usize) -> impl Iterator<Item = AccessRef<'_>> + '_ {
+        self.iter_accesses()
+            .filter(move |a| a.region_index == Some(index))
+    }
+
+    /// The index of `region` in the regions.
+    pub(crate) fn region_index(&self, region: &impl Region) -> Option<usize> {
+        let id = region.region_id();
+        self.regions.iter().position(|r| r.id == id)
     }
 
     /// Every access to `region`, in order (out-of-bounds ones included).
     pub fn accesses_to(&self, region: &impl Region) -> Vec<&Access> {
         let id = region.region_id();
-        self.accesses
+        self.accesses()
             .iter()
             .filter(|a| a.region == Some(id))
             .collect()
@@ -356,23 +523,19 @@ impl Trace {
     }
 
     fn ranges_of(&self, region: &impl Region, keep: impl Fn(AccessKind) -> bool) -> RangeSet {
-        let mut set = RangeSet::default();
-        let Some(desc) = self.region(region) else {
-            return set;
+        let Some(index) = self.region_index(region) else {
+            return RangeSet::default();
         };
-        let len = desc.len as isize;
-        for a in self
-            .accesses
-            .iter()
-            .filter(|a| a.region == Some(desc.id) && keep(a.kind))
-        {
-            let r = a.range();
-            let (start, end) = (r.start.clamp(0, len), r.end.clamp(0, len));
-            if start < end {
-                set.insert(start as usize..end as usize);
-            }
-        }
-        set
+        let len = self.regions[index].len as isize;
+        RangeSet::from_unsorted(
+            self.accesses_at(index)
+                .filter(|a| keep(a.kind))
+                .filter_map(|a| {
+                    let r = a.range();
+                    let (start, end) = (r.start.clamp(0, len), r.end.clamp(0, len));
+                    (start < end).then_some(start as usize..end as usize)
+                }),
+        )
     }
 
     /// The bytes of `region` that were read, as offsets; bytes outside the
@@ -394,7 +557,11 @@ impl Trace {
     /// Accesses that touched bytes outside their region: redzone before a
     /// buffer, guard bytes after it, or no region at all.
     pub fn out_of_bounds(&self) -> Vec<&Access> {
-        self.accesses
+        // Without any, the `Access`es are not built.
+        if !self.iter_accesses().any(|a| a.out_of_bounds) {
+            return Vec::new();
+        }
+        self.accesses()
             .iter()
             .filter(|a| self.is_out_of_bounds(a))
             .collect()
@@ -402,19 +569,23 @@ impl Trace {
 
     /// True if `a` touched bytes outside its region (or is in no region).
     pub fn is_out_of_bounds(&self, a: &Access) -> bool {
-        match a.region.and_then(|id| self.region(&id)) {
-            None => true,
-            Some(desc) => a.offset < 0 || a.offset as i128 + a.len as i128 > desc.len as i128,
-        }
+        outside(a.region.and_then(|id| self.region(&id)), a.offset, a.len)
     }
 
     /// A short name for where an access went: `buf[0x2..0x4]`, `buf[-1..0]`;
     /// for a region with named fields, `cfg.level` when the access covers
     /// exactly one field, `cfg.level[0x1..0x2]` when it lies inside one.
     pub fn describe_location(&self, a: &Access) -> String {
-        let desc = a.region.and_then(|id| self.region(&id));
+        self.location(a.region.and_then(|id| self.region(&id)), a.range())
+    }
+
+    /// [`Trace::describe_location`] of an [`AccessRef`].
+    pub fn describe_ref_location(&self, a: &AccessRef<'_>) -> String {
+        self.location(a.region_index.and_then(|i| self.regions.get(i)), a.range())
+    }
+
+    fn location(&self, desc: Option<&RegionDesc>, r: Range<isize>) -> String {
         let name = desc.map_or("?", |d| d.name.as_str());
-        let r = a.range();
         if let Some(desc) = desc
             && r.start >= 0
             && let Some(f) = desc
@@ -516,25 +687,24 @@ impl fmt::Display for Trace {
     /// out-of-bounds rows end in `<- OUT OF BOUNDS`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows: Vec<[String; 6]> = self
-            .accesses
-            .iter()
+            .iter_accesses()
             .map(|a| {
                 [
                     a.kind.to_string(),
-                    self.describe_location(a),
+                    self.describe_ref_location(&a),
                     a.len.to_string(),
-                    hex_bytes(&a.bytes, a.len),
+                    hex_bytes(a.bytes, a.len),
                     super::symbols::describe_ip(a.ip),
                     {
-                        let mut insn = match &a.syscall {
+                        let mut insn = match a.syscall {
                             Some(name) => format!("{} {name} (by the kernel)", a.insn),
-                            None => a.insn.clone(),
+                            None => a.insn.to_owned(),
                         };
                         if let Some(source) = super::symbols::source_location(a.ip) {
                             insn.push_str("  @ ");
                             insn.push_str(&source);
                         }
-                        if self.is_out_of_bounds(a) {
+                        if a.out_of_bounds {
                             format!("{insn}  <- OUT OF BOUNDS")
                         } else {
                             insn
@@ -565,7 +735,7 @@ impl fmt::Display for Trace {
         writeln!(
             f,
             "{} access(es), {} fault(s), {} stop(s), {} ptrace request(s)",
-            self.accesses.len(),
+            self.access_count(),
             self.stats.faults,
             self.stats.stops,
             self.stats.ptrace_requests
@@ -671,6 +841,36 @@ impl RangeSet {
     }
 }
 
+impl RangeSet {
+    /// The set of `ranges` in any order: runs of adjacent or overlapping
+    /// ranges in a row are joined as they come, the rest sorted and merged
+    /// once (not one insertion each).
+    pub(crate) fn from_unsorted(ranges: impl IntoIterator<Item = Range<usize>>) -> RangeSet {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for r in ranges {
+            if r.start >= r.end {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if r.start <= last.end && r.end >= last.start => {
+                    last.start = last.start.min(r.start);
+                    last.end = last.end.max(r.end);
+                }
+                _ => runs.push(r),
+            }
+        }
+        runs.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(runs.len());
+        for r in runs {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        RangeSet { ranges: merged }
+    }
+}
+
 impl FromIterator<Range<usize>> for RangeSet {
     fn from_iter<I: IntoIterator<Item = Range<usize>>>(iter: I) -> Self {
         let mut set = RangeSet::default();
@@ -724,6 +924,97 @@ mod tests {
         assert_eq!(set.ranges(), &[0..3, 4..9, 12..13]);
         assert_eq!(set.byte_count(), 9);
         assert!(set.contains(8) && !set.contains(9));
+    }
+
+    #[test]
+    fn range_set_from_unsorted_ranges_equals_one_insertion_each() {
+        let parts = [9..12, 0..1, 1..2, 2..3, 20..21, 5..7, 6..9, 30..30, 19..20];
+        let inserted: RangeSet = parts.iter().cloned().collect();
+        let merged = RangeSet::from_unsorted(parts);
+        assert_eq!(merged, inserted);
+        assert_eq!(merged.ranges(), &[0..3, 5..12, 19..21]);
+    }
+
+    /// A trace of `n` one-byte writes to `out[0..n]` by one instruction.
+    fn trace_of_writes(n: usize) -> Trace {
+        use super::super::store::{Origin, Place};
+        let region = RegionDesc {
+            id: RegionId(7),
+            name: "out".to_owned(),
+            kind: RegionKind::Buffer,
+            start: 0x10_0000,
+            len: n as u64,
+            span_start: 0x0f_f000,
+            span_len: 0x3000,
+            fields: Vec::new(),
+        };
+        let mut records = Records::default();
+        let origin = Origin {
+            ip: 0x1234,
+            insn: "mov [rdi],dl",
+            syscall: None,
+        };
+        for i in 0..n {
+            let place = Place {
+                kind: AccessKind::Write,
+                region: Some(0),
+                offset: i as isize,
+                len: 1,
+                tid: 9,
+            };
+            records.push(place, &origin, Ok(&[0xab]));
+        }
+        Trace::new(
+            vec![region],
+            records,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Stats::default(),
+        )
+    }
+
+    #[test]
+    fn contracts_byte_sets_and_snapshots_do_not_build_accesses() {
+        let trace = trace_of_writes(100);
+        let compact = trace.heap_bytes();
+        let _ = trace
+            .expect(&RegionId(7))
+            .writes_exactly(0..100)
+            .reads_nothing()
+            .stays_in_bounds();
+        trace.expect_no_out_of_bounds();
+        assert!(trace.out_of_bounds().is_empty());
+        assert_eq!(trace.written(&RegionId(7)).byte_count(), 100);
+        assert_eq!(trace.written(&RegionId(7)).ranges().len(), 1);
+        assert_eq!(trace.access_count(), 100);
+        assert_eq!(trace.snapshot().lines().count(), 101);
+        assert_eq!(trace.heap_bytes(), compact);
+    }
+
+    #[test]
+    fn accesses_are_built_once_with_every_field_as_recorded() {
+        let trace = trace_of_writes(3);
+        let compact = trace.heap_bytes();
+        let a = &trace.accesses()[2];
+        assert_eq!(
+            *a,
+            Access {
+                kind: AccessKind::Write,
+                region: Some(RegionId(7)),
+                offset: 2,
+                len: 1,
+                bytes: vec![0xab],
+                tid: 9,
+                ip: 0x1234,
+                insn: "mov [rdi],dl".to_owned(),
+                syscall: None,
+                callers: Vec::new(),
+            }
+        );
+        assert!(std::ptr::eq(trace.accesses(), trace.accesses()));
+        assert!(trace.heap_bytes() > compact);
+        assert_eq!(trace.clone(), trace);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `event`: `Access`, `Trace` and the rest of the public event types;
 //! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`;
 //! - `contract`: memory contracts whose failure explains itself;
-//! - `snapshot`: a rendering that stays the same across builds.
+//! - `snapshot`: a rendering that stays the same across builds;
+//! - `store`: how a trace holds its accesses (compact records).
 
 pub(crate) mod alloc;
 pub(crate) mod contract;
@@ -13,4 +14,5 @@ pub(crate) mod event;
 pub(crate) mod mapped;
 pub(crate) mod region;
 pub(crate) mod snapshot;
+pub(crate) mod store;
 pub(crate) mod symbols;

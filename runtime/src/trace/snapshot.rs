@@ -40,16 +40,16 @@ impl Trace {
         let _ = writeln!(out, "regions: {}", regions.join(", "));
         let mut blocks = Blocks::default();
         let mut allocs = self.allocations().iter().peekable();
-        for (i, a) in self.accesses().iter().enumerate() {
+        for (i, a) in self.iter_accesses().enumerate() {
             while let Some(call) = allocs.next_if(|c| c.after_accesses <= i) {
                 let _ = writeln!(out, "{}", blocks.line(call));
             }
             let bytes: Vec<String> = a.bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let by = match &a.syscall {
+            let by = match a.syscall {
                 Some(name) => format!("{name} (kernel)"),
                 None => function_of(a.ip),
             };
-            let oob = if self.is_out_of_bounds(a) {
+            let oob = if a.out_of_bounds {
                 "  OUT OF BOUNDS"
             } else {
                 ""
@@ -58,7 +58,7 @@ impl Trace {
                 out,
                 "{} {} {} [{}] {by}{oob}",
                 a.kind,
-                self.describe_location(a),
+                self.describe_ref_location(&a),
                 a.len,
                 bytes.join(" ")
             );

@@ -65,9 +65,8 @@ impl Supervisor {
                 {
                     for p in thread.pending.drain(pending_before..) {
                         let from = (p.addr - op.addr) as usize;
-                        if let Some(a) = call.accesses.get_mut(p.index) {
-                            a.bytes = bytes[from.min(size)..(from + p.len).min(size)].to_vec();
-                        }
+                        call.accesses
+                            .set_bytes(p.index, &bytes[from.min(size)..(from + p.len).min(size)]);
                     }
                 }
                 if let Err(e) = self.pt.poke_user(tid, USER_RIP_OFFSET, decoded.next_ip()) {

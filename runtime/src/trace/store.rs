@@ -1,0 +1,765 @@
+//! How a trace holds its accesses: one fixed-size record per access (32
+//! bytes), the values in one byte arena, and each distinct instruction
+//! (address, text, system call) and caller chain stored once.
+//!
+//! The supervisor appends records as it records accesses; the same store
+//! travels to the test process (the records as one block of bytes, not
+//! field by field) and backs [`Trace`](super::event::Trace): everything in
+//! the crate works on records, and the public `Vec<Access>` is only built
+//! when a test asks for [`Trace::accesses`](super::event::Trace::accesses).
+//!
+//! Records and values live in chunks of a fixed size, so a store never
+//! copies what it holds to grow and never holds more than one chunk it
+//! does not use (beyond the first chunk, which grows like a `Vec`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use super::event::{AccessKind, MAX_RECORDED_BYTES};
+
+/// Records per chunk (1 MiB of records).
+pub(crate) const CHUNK: usize = 1 << 15;
+/// Bytes per chunk of the value arena.
+pub(crate) const VALUE_CHUNK: usize = 1 << 18;
+
+/// `Rec::region` of an access in no region.
+const NO_REGION: u32 = u32::MAX;
+/// `Rec::len` of an access of `u32::MAX` bytes or more: its length is in
+/// `Records::long_lens`.
+const LONG_LEN: u32 = u32::MAX;
+
+const VALUE_AT_BITS: u32 = 48;
+const VALUE_LEN_BITS: u32 = 7;
+
+/// One access. `repr(C)`, eight-byte integers first and no padding: the
+/// records travel as their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct Rec {
+    /// Offset of the first byte, relative to the region's first byte.
+    offset: i64,
+    /// Bits 0..48: where the value starts in the arena; 48..55: how many
+    /// bytes of it are recorded (0..=64); 55..57: the kind.
+    value: u64,
+    len: u32,
+    tid: i32,
+    /// Index into `Records::sites`.
+    site: u32,
+    /// Index into the trace's regions, or `NO_REGION`.
+    region: u32,
+}
+
+const REC_SIZE: usize = size_of::<Rec>();
+const _: () = assert!(REC_SIZE == 32);
+
+impl Rec {
+    fn value_at(&self) -> usize {
+        (self.value & ((1 << VALUE_AT_BITS) - 1)) as usize
+    }
+
+    fn value_len(&self) -> usize {
+        ((self.value >> VALUE_AT_BITS) & ((1 << VALUE_LEN_BITS) - 1)) as usize
+    }
+
+    fn kind(&self) -> AccessKind {
+        match self.value >> (VALUE_AT_BITS + VALUE_LEN_BITS) {
+            0 => AccessKind::Read,
+            1 => AccessKind::Write,
+            _ => AccessKind::MaybeWrite,
+        }
+    }
+
+    fn pack(at: usize, len: usize, kind: AccessKind) -> u64 {
+        let kind = match kind {
+            AccessKind::Read => 0u64,
+            AccessKind::Write => 1,
+            AccessKind::MaybeWrite => 2,
+        };
+        at as u64 | (len as u64) << VALUE_AT_BITS | kind << (VALUE_AT_BITS + VALUE_LEN_BITS)
+    }
+}
+
+/// A distinct instruction (or system call) that made accesses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Site {
+    pub(crate) ip: u64,
+    /// The instruction, disassembled; `syscall` for the kernel's accesses.
+    pub(crate) insn: String,
+    /// The system call's name, for an access the kernel made.
+    pub(crate) syscall: Option<String>,
+}
+
+/// One access as the store holds it, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    pub(crate) kind: AccessKind,
+    /// Index into the trace's regions.
+    pub(crate) region: Option<usize>,
+    pub(crate) offset: isize,
+    pub(crate) len: usize,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) tid: i32,
+    pub(crate) site: &'a Site,
+    pub(crate) callers: &'a [u64],
+}
+
+/// Who made an access, as the supervisor knows it when recording.
+pub(crate) struct Origin<'a> {
+    pub(crate) ip: u64,
+    pub(crate) insn: &'a str,
+    pub(crate) syscall: Option<&'a str>,
+}
+
+/// What an access did and where, for [`Records::push`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    pub(crate) kind: AccessKind,
+    /// Index into the trace's regions.
+    pub(crate) region: Option<usize>,
+    pub(crate) offset: isize,
+    pub(crate) len: u64,
+    pub(crate) tid: i32,
+}
+
+/// A hasher for instruction addresses: one multiplication.
+#[derive(Default)]
+pub(crate) struct IpHasher(u64);
+
+impl Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IpMap<V> = HashMap<u64, V, BuildHasherDefault<IpHasher>>;
+
+/// The accesses of one call, compact (see the module's comment).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Records {
+    chunks: Vec<Vec<Rec>>,
+    values: Vec<Vec<u8>>,
+    sites: Vec<Site>,
+    /// Distinct caller chains.
+    chains: Vec<Vec<u64>>,
+    /// `(access index, chain index)` of the accesses with callers, by index.
+    callers: Vec<(u64, u32)>,
+    /// `(access index, length)` of accesses of `u32::MAX` bytes or more.
+    long_lens: Vec<(u64, u64)>,
+    len: usize,
+    /// The supervisor's index of `sites` by address (the last site of each
+    /// address); not sent.
+    site_index: IpMap<u32>,
+}
+
+impl PartialEq for Records {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl Eq for Records {}
+
+impl PartialEq for Stored<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind == o.kind
+            && self.region == o.region
+            && self.offset == o.offset
+            && self.len == o.len
+            && self.bytes == o.bytes
+            && self.tid == o.tid
+            && self.site == o.site
+            && self.callers == o.callers
+    }
+}
+
+impl Records {
+    /// Number of accesses.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of memory the store holds on the heap (capacities, not
+    /// lengths), the index of sites included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let chunks: usize = self.chunks.iter().map(|c| c.capacity() * REC_SIZE).sum();
+        let values: usize = self.values.iter().map(Vec::capacity).sum();
+        let sites: usize = self
+            .sites
+            .iter()
+            .map(|s| s.insn.capacity() + s.syscall.as_ref().map_or(0, String::capacity))
+            .sum::<usize>()
+            + self.sites.capacity() * size_of::<Site>();
+        let chains: usize = self.chains.iter().map(|c| c.capacity() * 8).sum::<usize>()
+            + self.chains.capacity() * size_of::<Vec<u64>>();
+        let outer = self.chunks.capacity() * size_of::<Vec<Rec>>()
+            + self.values.capacity() * size_of::<Vec<u8>>();
+        // A hash map holds about one slot (key, value, control byte) per
+        // capacity unit.
+        let index = self.site_index.capacity() * (size_of::<(u64, u32)>() + 1);
+        chunks
+            + values
+            + sites
+            + chains
+            + outer
+            + index
+            + self.callers.capacity() * size_of::<(u64, u32)>()
+            + self.long_lens.capacity() * size_of::<(u64, u64)>()
+    }
+
+    /// The index of the site of `origin`, added if new.
+    fn site(&mut self, origin: &Origin<'_>) -> u32 {
+        let same = |s: &Site| {
+            s.ip == origin.ip && s.insn == origin.insn && s.syscall.as_deref() == origin.syscall
+        };
+        if let Some(&i) = self.site_index.get(&origin.ip)
+            && same(&self.sites[i as usize])
+        {
+            return i;
+        }
+        // Another instruction at a known address (code that changed), or a
+        // system call at an instruction's: rare, searched.
+        let i = match self.sites.iter().rposition(same) {
+            Some(i) => i as u32,
+            None => {
+                self.sites.push(Site {
+                    ip: origin.ip,
+                    insn: origin.insn.to_owned(),
+                    syscall: origin.syscall.map(str::to_owned),
+                });
+                (self.sites.len() - 1) as u32
+            }
+        };
+        self.site_index.insert(origin.ip, i);
+        i
+    }
+
+    /// Room for `n` value bytes in the arena: their position.
+    fn reserve_value(&mut self, n: usize) -> usize {
+        let fits = self
+            .values
+            .last()
+            .is_some_and(|v| v.len() + n <= VALUE_CHUNK);
+        if !fits {
+            // The first chunk grows as needed, later ones are whole.
+            let cap = if self.values.is_empty() {
+                n.max(64)
+            } else {
+                VALUE_CHUNK
+            };
+            self.values.push(Vec::with_capacity(cap));
+        }
+        let chunk = self.values.len() - 1;
+        let v = &mut self.values[chunk];
+        let at = v.len();
+        v.resize(at + n, 0);
+        chunk * VALUE_CHUNK + at
+    }
+
+    fn value_slot(&self, at: usize, n: usize) -> &[u8] {
+        let (chunk, at) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
+        self.values
+            .get(chunk)
+            .and_then(|v| v.get(at..at + n))
+            .unwrap_or(&[])
+    }
+
+    /// Appends an access; returns its index. `bytes` is its value if
+    /// known, else `Err(n)` reserves room for `n` bytes set later with
+    /// [`Records::set_bytes`].
+    pub(crate) fn push(
+        &mut self,
+        at: Place,
+        origin: &Origin<'_>,
+        bytes: Result<&[u8], usize>,
+    ) -> usize {
+        let Place {
+            kind,
+            region,
+            offset,
+            len,
+            tid,
+        } = at;
+        let site = self.site(origin);
+        let (reserve, known) = match bytes {
+            Ok(b) => (
+                b.len().min(MAX_RECORDED_BYTES),
+                b.len().min(MAX_RECORDED_BYTES),
+            ),
+            Err(n) => (n.min(MAX_RECORDED_BYTES), 0),
+        };
+        let at = self.reserve_value(reserve);
+        if let Ok(b) = bytes {
+            let (chunk, off) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
+            self.values[chunk][off..off + known].copy_from_slice(&b[..known]);
+        }
+        let index = self.len;
+        if len >= u64::from(LONG_LEN) {
+            self.long_lens.push((index as u64, len));
+        }
+        let rec = Rec {
+            offset: offset as i64,
+            value: Rec::pack(at, known, kind),
+            len: len.min(u64::from(LONG_LEN)) as u32,
+            tid,
+            site,
+            region: region.map_or(NO_REGION, |r| r as u32),
+        };
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(rec),
+            _ => {
+                let mut c = Vec::with_capacity(if self.chunks.is_empty() { 16 } else { CHUNK });
+                c.push(rec);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+        index
+    }
+
+    fn rec(&self, index: usize) -> Option<&Rec> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+
+    fn rec_mut(&mut self, index: usize) -> Option<&mut Rec> {
+        self.chunks.get_mut(index / CHUNK)?.get_mut(index % CHUNK)
+    }
+
+    /// Sets the value of access `index` (a write's bytes, read after the
+    /// instruction ran), at most the room reserved for it.
+    pub(crate) fn set_bytes(&mut self, index: usize, bytes: &[u8]) {
+        let Some(rec) = self.rec(index).copied() else {
+            return;
+        };
+        let at = rec.value_at();
+        let (chunk, off) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
+        // The room reserved: up to the next value, or the chunk's end.
+        let room = self.values.get(chunk).map_or(0, |v| {
+            let next = self
+                .rec(index + 1)
+                .map(Rec::value_at)
+                .filter(|&n| n / VALUE_CHUNK == chunk)
+                .map_or(v.len(), |n| n % VALUE_CHUNK);
+            next.saturating_sub(off)
+        });
+        let n = bytes.len().min(room).min(MAX_RECORDED_BYTES);
+        if let Some(v) = self.values.get_mut(chunk) {
+            v[off..off + n].copy_from_slice(&bytes[..n]);
+        }
+        if let Some(r) = self.rec_mut(index) {
+            r.value = Rec::pack(at, n, r.kind());
+        }
+    }
+
+    /// Gives access `index` the caller chain `callers`.
+    pub(crate) fn set_callers(&mut self, index: usize, callers: &[u64]) {
+        let chain = match self.chains.iter().rposition(|c| c == callers) {
+            Some(i) => i as u32,
+            None => {
+                self.chains.push(callers.to_vec());
+                (self.chains.len() - 1) as u32
+            }
+        };
+        let key = index as u64;
+        match self.callers.binary_search_by_key(&key, |&(i, _)| i) {
+            Ok(at) => self.callers[at].1 = chain,
+            Err(at) => self.callers.insert(at, (key, chain)),
+        }
+    }
+
+    /// Access `index`.
+    #[cfg(test)]
+    pub(crate) fn get(&self, index: usize) -> Option<Stored<'_>> {
+        let rec = self.rec(index)?;
+        let key = index as u64;
+        let callers = if self.callers.is_empty() {
+            &[][..]
+        } else {
+            self.callers
+                .binary_search_by_key(&key, |&(i, _)| i)
+                .ok()
+                .and_then(|at| self.chains.get(self.callers[at].1 as usize))
+                .map_or(&[][..], Vec::as_slice)
+        };
+        Some(self.stored(rec, index, callers))
+    }
+
+    fn stored<'a>(&'a self, rec: &Rec, index: usize, callers: &'a [u64]) -> Stored<'a> {
+        let len = if rec.len == LONG_LEN {
+            self.long_lens
+                .binary_search_by_key(&(index as u64), |&(i, _)| i)
+                .map_or(u64::from(LONG_LEN), |at| self.long_lens[at].1)
+        } else {
+            u64::from(rec.len)
+        };
+        static UNKNOWN: Site = Site {
+            ip: 0,
+            insn: String::new(),
+            syscall: None,
+        };
+        Stored {
+            kind: rec.kind(),
+            region: (rec.region != NO_REGION).then_some(rec.region as usize),
+            offset: rec.offset as isize,
+            len: len as usize,
+            bytes: self.value_slot(rec.value_at(), rec.value_len()),
+            tid: rec.tid,
+            site: self.sites.get(rec.site as usize).unwrap_or(&UNKNOWN),
+            callers,
+        }
+    }
+
+    /// Every access from `from` on, in order.
+    pub(crate) fn iter_from(&self, from: usize) -> impl Iterator<Item = Stored<'_>> + '_ {
+        let mut callers = self.callers.iter().peekable();
+        while callers.next_if(|&&(i, _)| (i as usize) < from).is_some() {}
+        (from..self.len).filter_map(move |index| {
+            let rec = self.rec(index)?;
+            let chain = match callers.next_if(|&&(i, _)| i as usize == index) {
+                Some(&(_, c)) => self.chains.get(c as usize).map_or(&[][..], Vec::as_slice),
+                None => &[][..],
+            };
+            Some(self.stored(rec, index, chain))
+        })
+    }
+
+    /// Every access, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Stored<'_>> + '_ {
+        self.iter_from(0)
+    }
+
+    /// A store of the accesses from `from` on (for a report).
+    pub(crate) fn tail(&self, from: usize) -> Records {
+        let mut out = Records::default();
+        for a in self.iter_from(from) {
+            let origin = Origin {
+                ip: a.site.ip,
+                insn: &a.site.insn,
+                syscall: a.site.syscall.as_deref(),
+            };
+            let i = out.push(
+                Place {
+                    kind: a.kind,
+                    region: a.region,
+                    offset: a.offset,
+                    len: a.len as u64,
+                    tid: a.tid,
+                },
+                &origin,
+                Ok(a.bytes),
+            );
+            if !a.callers.is_empty() {
+                out.set_callers(i, a.callers);
+            }
+        }
+        out
+    }
+
+    /// Forgets every access (the sites are kept).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.values.clear();
+        self.callers.clear();
+        self.long_lens.clear();
+        self.len = 0;
+    }
+
+    /// Releases the room the last chunks hold beyond their lengths.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        if let Some(c) = self.chunks.last_mut() {
+            c.shrink_to_fit();
+        }
+        if let Some(v) = self.values.last_mut() {
+            v.shrink_to_fit();
+        }
+        self.site_index = IpMap::default();
+    }
+}
+
+/// The records' bytes: `Rec` is plain integers without padding.
+fn rec_bytes(recs: &[Rec]) -> &[u8] {
+    // SAFETY: Rec is repr(C), made of integers only and has no padding
+    // (its size is the sum of its fields', checked above), so every byte of
+    // the slice is initialised; u8 has no alignment requirement.
+    unsafe { std::slice::from_raw_parts(recs.as_ptr().cast::<u8>(), std::mem::size_of_val(recs)) }
+}
+
+/// Records from the bytes [`rec_bytes`] gave (on the same architecture:
+/// the crate is x86-64 only).
+fn recs_from(bytes: &[u8]) -> Option<Vec<Rec>> {
+    if !bytes.len().is_multiple_of(REC_SIZE) {
+        return None;
+    }
+    let n = bytes.len() / REC_SIZE;
+    let mut recs: Vec<Rec> = Vec::with_capacity(n);
+    // SAFETY: the vector has room for n records, that is bytes.len() bytes;
+    // every bit pattern is a valid Rec (integers only), so after copying
+    // the n records are initialised. The regions do not overlap (a fresh
+    // allocation).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), recs.as_mut_ptr().cast::<u8>(), bytes.len());
+        recs.set_len(n);
+    }
+    Some(recs)
+}
+
+/// A byte block that serialises as bytes (one length and the bytes in
+/// postcard), not element by element.
+struct Blob<'a>(&'a [u8]);
+
+impl Serialize for Blob<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct BlobBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for BlobBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BlobBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<BlobBuf, E> {
+                Ok(BlobBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<BlobBuf, E> {
+                Ok(BlobBuf(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BlobBuf, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(BlobBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// The wire form: every chunk as one block of bytes.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    chunks: Vec<Blob<'a>>,
+    values: Vec<Blob<'a>>,
+    sites: &'a [Site],
+    chains: &'a [Vec<u64>],
+    callers: &'a [(u64, u32)],
+    long_lens: &'a [(u64, u64)],
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    chunks: Vec<BlobBuf>,
+    values: Vec<BlobBuf>,
+    sites: Vec<Site>,
+    chains: Vec<Vec<u64>>,
+    callers: Vec<(u64, u32)>,
+    long_lens: Vec<(u64, u64)>,
+}
+
+impl Serialize for Records {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            chunks: self.chunks.iter().map(|c| Blob(rec_bytes(c))).collect(),
+            values: self.values.iter().map(|v| Blob(v)).collect(),
+            sites: &self.sites,
+            chains: &self.chains,
+            callers: &self.callers,
+            long_lens: &self.long_lens,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Records {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        let mut chunks = Vec::with_capacity(w.chunks.len());
+        let mut len = 0;
+        let count = w.chunks.len();
+        for (i, c) in w.chunks.into_iter().enumerate() {
+            let recs = recs_from(&c.0)
+                .ok_or_else(|| de::Error::custom("a record chunk of a partial record"))?;
+            // Indices are computed as chunk * CHUNK + position.
+            if recs.len() > CHUNK || (i + 1 < count && recs.len() != CHUNK) {
+                return Err(de::Error::custom("a record chunk of the wrong size"));
+            }
+            len += recs.len();
+            chunks.push(recs);
+        }
+        let values: Vec<Vec<u8>> = w.values.into_iter().map(|v| v.0).collect();
+        if values.iter().any(|v| v.len() > VALUE_CHUNK) {
+            return Err(de::Error::custom("a value chunk too large"));
+        }
+        Ok(Records {
+            chunks,
+            values,
+            sites: w.sites,
+            chains: w.chains,
+            callers: w.callers,
+            long_lens: w.long_lens,
+            len,
+            site_index: IpMap::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(ip: u64, insn: &str) -> Origin<'_> {
+        Origin {
+            ip,
+            insn,
+            syscall: None,
+        }
+    }
+
+    #[test]
+    fn a_record_is_32_bytes_and_a_byte_access_costs_33_bytes_of_store() {
+        let mut r = Records::default();
+        for i in 0..3 * CHUNK {
+            r.push(
+                Place {
+                    kind: AccessKind::Write,
+                    region: Some(0),
+                    offset: i as isize,
+                    len: 1,
+                    tid: 7,
+                },
+                &origin(0x1000, "mov [rdi],dl"),
+                Ok(&[0xab]),
+            );
+        }
+        r.shrink_to_fit();
+        let per = r.heap_bytes() as f64 / r.len() as f64;
+        assert!((33.0..33.1).contains(&per), "{per} bytes per access");
+    }
+
+    #[test]
+    fn instructions_are_stored_once_and_accesses_read_back_as_recorded() {
+        let mut r = Records::default();
+        let load = origin(0x10, "mov al,[rsi]");
+        let store = origin(0x14, "mov [rdi],al");
+        for i in 0..4 {
+            r.push(
+                Place {
+                    kind: AccessKind::Read,
+                    region: Some(1),
+                    offset: i,
+                    len: 1,
+                    tid: 5,
+                },
+                &load,
+                Ok(&[i as u8]),
+            );
+            r.push(
+                Place {
+                    kind: AccessKind::Write,
+                    region: Some(0),
+                    offset: i,
+                    len: 1,
+                    tid: 5,
+                },
+                &store,
+                Err(1),
+            );
+        }
+        r.set_bytes(3, &[0x42]);
+        r.set_callers(5, &[0x99, 0x77]);
+        assert_eq!(r.sites.len(), 2);
+        let all: Vec<_> = r.iter().collect();
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[2].bytes, &[1]);
+        assert_eq!(all[2].site.insn, "mov al,[rsi]");
+        assert_eq!(all[3].bytes, &[0x42]);
+        assert_eq!(all[1].bytes, &[] as &[u8]);
+        assert_eq!(all[5].callers, &[0x99, 0x77]);
+        assert_eq!(r.get(5).map(|a| a.callers), Some(&[0x99u64, 0x77][..]));
+        assert_eq!(all[4].callers, &[] as &[u64]);
+        assert_eq!(all[7].kind, AccessKind::Write);
+        assert_eq!(all[7].offset, 3);
+    }
+
+    #[test]
+    fn a_store_round_trips_through_postcard_across_chunks() {
+        let mut r = Records::default();
+        for i in 0..CHUNK + 3 {
+            let bytes = [i as u8; 64];
+            r.push(
+                Place {
+                    kind: AccessKind::MaybeWrite,
+                    region: None,
+                    offset: -(i as isize),
+                    len: if i == 1 { 5 << 32 } else { 64 },
+                    tid: -1,
+                },
+                &origin(i as u64 % 3, "vmovdqu64 [rdi]{k1},zmm0"),
+                Ok(&bytes),
+            );
+        }
+        r.set_callers(CHUNK + 1, &[1, 2, 3]);
+        let wire = postcard::to_stdvec(&r).expect("encode");
+        let back: Records = postcard::from_bytes(&wire).expect("decode");
+        assert_eq!(back, r);
+        assert_eq!(back.get(1).map(|a| a.len), Some(5 << 32));
+        assert_eq!(
+            back.get(CHUNK + 2).map(|a| a.offset),
+            Some(-(CHUNK as isize) - 2)
+        );
+        assert_eq!(
+            back.get(CHUNK + 1).map(|a| a.callers),
+            Some(&[1u64, 2, 3][..])
+        );
+    }
+
+    #[test]
+    fn set_bytes_keeps_within_the_room_reserved() {
+        let mut r = Records::default();
+        let o = origin(1, "rep stosb");
+        r.push(
+            Place {
+                kind: AccessKind::Write,
+                region: Some(0),
+                offset: 0,
+                len: 100,
+                tid: 1,
+            },
+            &o,
+            Err(100),
+        );
+        r.push(
+            Place {
+                kind: AccessKind::Read,
+                region: Some(0),
+                offset: 0,
+                len: 2,
+                tid: 1,
+            },
+            &o,
+            Ok(&[1, 2]),
+        );
+        r.set_bytes(0, &[9; 100]);
+        assert_eq!(r.get(0).map(|a| a.bytes.len()), Some(MAX_RECORDED_BYTES));
+        assert_eq!(r.get(1).map(|a| a.bytes), Some(&[1u8, 2][..]));
+    }
+}
