@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 
 use libc::{c_int, pid_t};
 
-use super::cache::CodeCache;
+use super::cache::state::CodeCache;
 use super::call::{Call, Ended, Watching};
 use super::cause::{is_crash, is_ignored};
 use super::heap::Heap;

@@ -1,6 +1,12 @@
 //! Everything the supervisor knows about one thread of the test process.
 
-use libc::user_regs_struct;
+use libc::{c_int, pid_t, user_regs_struct};
+
+use super::ptrace::WaitEvent;
+
+/// Threads stopped for an exclusive section: each with the event it stopped
+/// with instead of our interrupt, if any, to handle afterwards.
+pub(super) type Stopped = Vec<(pid_t, Option<WaitEvent>)>;
 
 /// One traced thread: created at the first thing the supervisor needs to
 /// remember about it, dropped when it exits.
@@ -28,7 +34,7 @@ pub(super) struct Thread {
     /// through the trap.
     pub(super) alloc_returns: Vec<PendingReturn>,
     /// Set while it may be running translated code (see `cache`).
-    pub(super) in_cache: Option<super::cache::InCache>,
+    pub(super) in_cache: Option<InCache>,
     /// Its cache slot's log may hold entries: drained at its next stop.
     pub(super) log_dirty: bool,
 }
@@ -99,4 +105,14 @@ pub(super) struct Births {
     /// Threads whose first stop came before the event that names them:
     /// stopped, resumed when it comes.
     pub(super) unannounced: std::collections::HashSet<libc::pid_t>,
+}
+
+/// A thread inside the code cache, as far as the supervisor knows (see
+/// `cache`).
+#[derive(Debug, Default)]
+pub(super) struct InCache {
+    /// The call's other threads, stopped until the exit trap.
+    pub(super) stopped: Option<Stopped>,
+    /// Signals held until the exit.
+    pub(super) deferred: Vec<c_int>,
 }

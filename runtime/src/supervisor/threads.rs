@@ -15,11 +15,8 @@ use libc::pid_t;
 use super::core::Supervisor;
 use super::ptrace::{self, PTRACE_EVENT_STOP, WaitEvent};
 use super::report::report;
+use super::thread::Stopped;
 use crate::layout::{THREAD_SLOTS, slot_base};
-
-/// Threads stopped for an exclusive section: each with the event it stopped
-/// with instead of our interrupt, if any, to handle afterwards.
-pub(super) type Stopped = Vec<(pid_t, Option<WaitEvent>)>;
 
 impl Supervisor {
     /// The base address of stub slot `slot`.

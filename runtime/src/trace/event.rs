@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{Records, Stored};
 
-/// At most this many bytes of an access's value are kept in [`Access::bytes`].
-pub const MAX_RECORDED_BYTES: usize = 64;
-
+pub use super::kind::{AccessKind, MAX_RECORDED_BYTES};
 pub use super::region::{Region, RegionId};
 
 /// How a region's memory was obtained.
@@ -99,28 +97,6 @@ impl RegionDesc {
     /// One past the span's last byte.
     pub fn span_end(&self) -> u64 {
         self.span_start + self.span_len
-    }
-}
-
-/// The kind of one memory access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AccessKind {
-    /// Bytes were loaded.
-    Read,
-    /// Bytes were stored.
-    Write,
-    /// Bytes may have been stored: a conditional store whose outcome the
-    /// tracer could not observe.
-    MaybeWrite,
-}
-
-impl fmt::Display for AccessKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AccessKind::Read => "read",
-            AccessKind::Write => "write",
-            AccessKind::MaybeWrite => "maybe-write",
-        })
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - `alloc`: allocator calls made during a call (`Allocation`);
 //! - `event`: `Access`, `Trace` and the rest of the public event types;
+//! - `kind`: `AccessKind` and `MAX_RECORDED_BYTES`, which `event` and `store`
+//!   share;
 //! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`;
 //! - `contract`: memory contracts whose failure explains itself;
 //! - `snapshot`: a rendering that stays the same across builds;
@@ -11,6 +13,7 @@
 pub(crate) mod alloc;
 pub(crate) mod contract;
 pub(crate) mod event;
+pub(crate) mod kind;
 pub(crate) mod mapped;
 pub(crate) mod region;
 pub(crate) mod snapshot;

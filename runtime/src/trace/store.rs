@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::event::{AccessKind, MAX_RECORDED_BYTES};
+use super::kind::{AccessKind, MAX_RECORDED_BYTES};
 
 /// Records per chunk (1 MiB of records).
 pub(crate) const CHUNK: usize = 1 << 15;

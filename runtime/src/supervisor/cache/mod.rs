@@ -33,19 +33,20 @@
 //! threads run).
 
 pub(super) mod gate;
+pub(super) mod state;
 pub(super) mod translate;
 
-use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
 use libc::{c_int, pid_t, user_regs_struct};
 
-use self::translate::{ENTRY_HEADER, Phase, Place, Site, Translation, cell};
+use self::state::{CacheSlot, HOT, MAX_GATE_RANGES};
+use self::translate::{ENTRY_HEADER, Phase, Place, cell};
 use super::core::Supervisor;
 use super::ptrace::WaitEvent;
 use super::record::Origin;
 use super::report::report;
-use super::threads::Stopped;
+use super::thread::InCache;
 use crate::decode::insn::Operand;
 use crate::decode::moves;
 use crate::layout::{
@@ -54,94 +55,6 @@ use crate::layout::{
 };
 use crate::supervisor::ptrace::USER_RIP_OFFSET;
 use crate::trace::event::AccessKind;
-
-/// Faults at one instruction before it is translated.
-const HOT: u32 = 2;
-/// At most this many page ranges are opened by a gate.
-const MAX_GATE_RANGES: usize = 64;
-/// Backward branches a region takes before it exits, by default.
-const DEFAULT_BUDGET: u64 = 1 << 18;
-
-/// The code cache's state in the supervisor.
-pub(super) struct CodeCache {
-    enabled: bool,
-    budget: u64,
-    /// Faults seen per instruction address.
-    hot: HashMap<u64, u32>,
-    /// Entry addresses that cannot be translated.
-    refused: HashSet<u64>,
-    /// Per thread slot.
-    slots: HashMap<usize, CacheSlot>,
-    /// The thread in the cache while the call's other threads are stopped
-    /// for it: until it leaves, another thread's event (one consumed while
-    /// stopping threads for an earlier fault) waits with them.
-    holder: Option<pid_t>,
-    /// `TRACED_FFI_CACHE=verbose`: say on stderr what is not translated,
-    /// and where threads enter the cache most.
-    verbose: bool,
-    /// Entries per address, counted when verbose.
-    entries: HashMap<u64, u64>,
-}
-
-impl CodeCache {
-    /// The cache as the environment configures it.
-    pub(super) fn from_env() -> CodeCache {
-        let enabled = !matches!(
-            std::env::var("TRACED_FFI_CACHE").as_deref(),
-            Ok("off" | "0" | "false" | "no")
-        );
-        let budget = std::env::var("TRACED_FFI_CACHE_BUDGET")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_BUDGET);
-        CodeCache {
-            enabled,
-            budget,
-            hot: HashMap::new(),
-            refused: HashSet::new(),
-            slots: HashMap::new(),
-            holder: None,
-            verbose: std::env::var("TRACED_FFI_CACHE").as_deref() == Ok("verbose"),
-            entries: HashMap::new(),
-        }
-    }
-}
-
-/// One thread slot's translations.
-#[derive(Default)]
-struct CacheSlot {
-    regions: Vec<Translation>,
-    by_entry: HashMap<u64, usize>,
-    /// Site ids are indices.
-    sites: Vec<Site>,
-    /// Where the next translation goes, from the code's start.
-    next_code: u64,
-    /// The ranges the gates are written for.
-    gates_for: Option<Vec<(u64, u64)>>,
-    /// Where `rip` is at the close gate's exit trap.
-    exit_trap: u64,
-    /// Per region entry: the targets its indirect branches and returns
-    /// were seen to leave it for (see `translate`).
-    learned: HashMap<u64, HashMap<u64, Vec<u64>>>,
-}
-
-impl CacheSlot {
-    fn region_at(&self, ip: u64) -> Option<&Translation> {
-        self.regions
-            .iter()
-            .find(|t| ip >= t.at && ip < t.at + t.code.len() as u64)
-    }
-}
-
-/// A thread inside the cache (as far as the supervisor knows).
-#[derive(Debug, Default)]
-pub(super) struct InCache {
-    /// The call's other threads, stopped until the exit trap.
-    stopped: Option<Stopped>,
-    /// Signals held until the exit.
-    deferred: Vec<c_int>,
-}
 
 impl Supervisor {
     fn cache_base(&self, slot: usize) -> u64 {
