@@ -213,14 +213,16 @@ impl Supervisor {
             if self.hold_while_in_cache(event) {
                 return;
             }
-            // What the thread's translated code logged comes first.
+            // What the thread's translated code logged comes first (a
+            // thread that may be inside the cache is drained where its stop
+            // is handled: see `drain_log`).
             match event {
                 WaitEvent::Exited { tid, .. } | WaitEvent::Killed { tid, .. }
                     if tid == self.child => {}
                 WaitEvent::Other => {}
                 _ => {
                     if let Some(tid) = event.tid() {
-                        self.drain_log(tid);
+                        self.drain_log_outside_cache(tid);
                     }
                 }
             }

@@ -123,7 +123,7 @@ impl Supervisor {
                 Ok(WaitEvent::SignalStop { .. } | WaitEvent::EventStop { .. })
             ) {
                 // What its translated code logged comes before this thread's.
-                self.drain_log(other);
+                self.drain_log_outside_cache(other);
             }
             match event {
                 Ok(WaitEvent::EventStop { event, .. }) if event == PTRACE_EVENT_STOP => {

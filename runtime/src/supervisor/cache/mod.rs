@@ -294,9 +294,22 @@ impl Supervisor {
         true
     }
 
+    /// `drain_log`, for a thread that is not inside the cache (at the top
+    /// of every stop). A thread that may be inside it can be stopped in
+    /// the middle of appending an entry, with the log pointer loaded in a
+    /// register: emptying the log under it would have it store the old
+    /// pointer back, and the entries drained would come again. Its log is
+    /// drained where its stop is handled (`on_cache_stop`): at the exit
+    /// trap, at the guard page (the entry restarts from the pointer's
+    /// load), or once it is seen outside the cache.
+    pub(super) fn drain_log_outside_cache(&mut self, tid: pid_t) {
+        if self.threads.get(&tid).is_some_and(|t| t.in_cache.is_none()) {
+            self.drain_log(tid);
+        }
+    }
+
     /// Records the entries of `tid`'s log, if it may have any, and empties
-    /// it. Called at every stop of the thread, before anything else of the
-    /// stop is recorded.
+    /// it.
     pub(super) fn drain_log(&mut self, tid: pid_t) {
         let Some(thread) = self.threads.get_mut(&tid) else {
             return;
@@ -407,9 +420,20 @@ impl Supervisor {
             return false;
         };
         if !is_in_cache(self.stub_base, regs.rip) {
-            // It left through the close gate without a stop.
-            if let Some(t) = self.threads.get_mut(&tid) {
-                t.in_cache = None;
+            // It left through the close gate without a stop. A signal held
+            // meanwhile (one that came while it was leaving) goes now.
+            let held = self
+                .threads
+                .get_mut(&tid)
+                .and_then(|t| t.in_cache.take())
+                .map(|c| c.deferred)
+                .unwrap_or_default();
+            self.drain_log(tid);
+            for sig in held {
+                // SAFETY: tgkill with a valid signal number to a thread of
+                // the test process; an error (the thread is gone) changes
+                // nothing.
+                unsafe { libc::syscall(libc::SYS_tgkill, self.child, tid, sig) };
             }
             return false;
         }
