@@ -115,8 +115,8 @@ fn measure(
             "-".to_owned()
         } else {
             format!(
-                "emu {} / stub {} / step {}",
-                s.emulated, s.stub_path, s.step_path
+                "emu {} / stub {} / step {} / cache entries {}",
+                s.emulated, s.stub_path, s.step_path, s.cache_entries
             )
         },
     }
