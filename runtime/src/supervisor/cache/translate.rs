@@ -36,7 +36,7 @@ use crate::decode::insn::{Decoded, MemOperand};
 use crate::trace::event::{AccessKind, MAX_RECORDED_BYTES};
 
 /// At most this many original instructions are translated in one region.
-pub(in crate::supervisor) const MAX_INSNS: usize = 256;
+pub(in crate::supervisor) const MAX_INSNS: usize = 2048;
 /// Bytes of a log entry before the value: address, site id (and 4 bytes
 /// of padding), rbp.
 pub(in crate::supervisor) const ENTRY_HEADER: u64 = 24;
