@@ -3,7 +3,7 @@
 //! exact (from per-region summaries of every access), and a contract that needs
 //! every access in order fails saying the trace was bounded.
 
-use traced_ffi::{Trace, Tracer, traced_ffi};
+use traced_ffi::{Region, Trace, Tracer, traced_ffi};
 
 use crate::contracts::panic_message_of;
 use crate::levels::O2;
@@ -205,4 +205,40 @@ fn bounded_trace_keeps_an_out_of_bounds_write_after_the_bound(t: &mut Tracer) {
     );
     let msg = panic_message_of(|| _ = trace.expect(&out).writes_exactly(0..LEN));
     assert!(msg.contains("written    [0x0..0x40] (64 byte(s))"), "{msg}");
+}
+
+#[traced_ffi]
+fn bounded_per_instruction_path_fills_the_kept_writes_values_and_skips_the_dropped_ones(
+    t: &mut Tracer,
+) {
+    const LEN: usize = 200;
+    let src = t.buffer_from("src", &[0x3c; LEN]);
+    let mut dst = t.buffer("dst", LEN);
+    t.use_code_cache(false);
+    t.keep_accesses(Some(7));
+    // SAFETY: both buffers hold LEN bytes.
+    let ((), trace) = t.call(|| unsafe { (O2.copy_bytes)(dst.as_mut_ptr(), src.as_ptr(), LEN) });
+    assert_eq!(trace.access_count(), 7);
+    assert_eq!(trace.dropped_accesses(), 2 * LEN as u64 - 7);
+    for (i, a) in trace.accesses().iter().enumerate() {
+        let region = if i % 2 == 0 {
+            src.region_id()
+        } else {
+            dst.region_id()
+        };
+        assert_eq!(a.region, Some(region), "access {i}");
+        assert_eq!((a.offset, a.len), ((i / 2) as isize, 1), "access {i}");
+        assert_eq!(
+            a.bytes,
+            [0x3c],
+            "access {i}: a kept write's value is read back"
+        );
+    }
+    assert_eq!(trace.written(&dst).ranges(), &[0..LEN]);
+    assert_eq!(trace.read(&src).ranges(), &[0..LEN]);
+    assert_eq!(&dst[..], &[0x3c; LEN]);
+    let _ = trace
+        .expect(&dst)
+        .writes_exactly(0..LEN)
+        .initialises(0..LEN);
 }
