@@ -11,6 +11,7 @@
 //!                   "bytes": "ab", "tid": 1234, "symbol": "fill+0x10",
 //!                   "source": "fill (c/fill.c:12)", "instruction": "mov [rdi],dl",
 //!                   "syscall": null, "out_of_bounds": false } ],
+//!   "access_bound": null, "dropped_accesses": 0,
 //!   "notes": [..], "unknown_syscalls": [..], "unsupported": [..], "stats": {..},
 //!   "allocations": [ { "function": "malloc", "size": 24, "align": 0, "ptr": 0,
 //!                      "result": 140737..., "tid": 1234, "symbol": "make+0x7",
@@ -21,6 +22,10 @@
 //! `foreign`, for a refused `free`/`realloc` of memory the allocator does not
 //! own: `{ "name": "out", "kind": "buffer", "buffer": true, "offset": 0 }` (`kind`:
 //! `buffer`, `tracked`, or `not_a_block` with the reason as `name`).
+//!
+//! `access_bound` is `n` for a call traced with `Tracer::keep_accesses(Some(n))`:
+//! `accesses` then holds the first `n` accesses and every out-of-bounds one
+//! after them, and `dropped_accesses` counts the others.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,6 +46,8 @@ struct File<'a> {
     call_site: &'a str,
     regions: Vec<Region<'a>>,
     accesses: Vec<Access<'a>>,
+    access_bound: Option<u64>,
+    dropped_accesses: u64,
     notes: Vec<String>,
     unknown_syscalls: Vec<String>,
     unsupported: Vec<String>,
@@ -173,6 +180,8 @@ pub(crate) fn write(
                 callers: a.callers.iter().map(|&r| describe_ip(r)).collect(),
             })
             .collect(),
+        access_bound: trace.access_bound(),
+        dropped_accesses: trace.dropped_accesses(),
         notes: trace.notes().iter().map(|n| n.text.clone()).collect(),
         unknown_syscalls: trace
             .unknown_syscalls()

@@ -83,6 +83,8 @@ pub struct Tracer {
     trace_allocations: bool,
     /// Whether hot loops may run in the code cache, and for how long.
     code_cache: CodeCache,
+    /// Accesses a call keeps in full (`None`: all).
+    keep_accesses: Option<u64>,
     /// Blocks native code allocated in this test's calls and has not freed
     /// (as far as the calls saw), by address.
     live: BTreeMap<u64, Allocation>,
@@ -102,6 +104,7 @@ impl Tracer {
             allow_foreign_free: false,
             trace_allocations: true,
             code_cache: CodeCache::default(),
+            keep_accesses: None,
             live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
@@ -335,6 +338,30 @@ impl Tracer {
         self.code_cache.budget = branches;
     }
 
+    /// Bounds the memory a call's trace takes: with `Some(n)`, the trace
+    /// keeps the first `n` accesses in full (about 33 bytes each), and every
+    /// out-of-bounds access after them; of every access it keeps exact
+    /// per-region summaries (bytes read, written, maybe written, reads per
+    /// byte, accesses per kind: about 17 KiB per 4 KiB of a region
+    /// touched). [`Trace::read`](traced_ffi_runtime::Trace::read),
+    /// `written`, `maybe_written` and the contracts `writes_exactly`,
+    /// `writes_nothing`, `reads_exactly`, `reads_nothing`, `initialises`,
+    /// `initialises_every_field`, `stays_in_bounds`,
+    /// `reads_each_byte_at_most` and `expect_no_out_of_bounds` stay exact;
+    /// `reads_only_after_writing`, which needs every access in order, fails
+    /// saying so when accesses were dropped.
+    /// [`Trace::dropped_accesses`](traced_ffi_runtime::Trace::dropped_accesses)
+    /// counts the accesses not kept. `None` (the default) keeps every
+    /// access.
+    ///
+    /// ```no_run
+    /// # let mut t = traced_ffi::Tracer::new("doc");
+    /// t.keep_accesses(Some(10_000));
+    /// ```
+    pub fn keep_accesses(&mut self, n: Option<u64>) {
+        self.keep_accesses = n;
+    }
+
     /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)
     /// entries return normally instead of failing the test.
     pub fn allow_unsupported(&mut self, allow: bool) {
@@ -470,6 +497,7 @@ impl Tracer {
             restore,
             alloc,
             self.code_cache,
+            self.keep_accesses,
         )?;
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let trace = active.end();

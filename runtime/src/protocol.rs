@@ -122,6 +122,10 @@ pub(crate) struct StartCall {
     /// Backward branches a translated region takes before it exits; 0 for
     /// the supervisor's default.
     pub(crate) cache_budget: u64,
+    /// Keep only the first this many accesses in full (and every
+    /// out-of-bounds one), with exact per-region summaries of all; `None`
+    /// keeps every access.
+    pub(crate) keep_accesses: Option<u64>,
 }
 
 /// The supervisor's answer to a request.
@@ -347,7 +351,7 @@ mod tests {
                 len: 1,
                 tid: 3,
             };
-            records.push(place, &origin, Ok(&[i as u8]));
+            let _ = records.push(place, &origin, Ok(&[i as u8]));
         }
         let region = RegionDesc {
             id: RegionId(1),

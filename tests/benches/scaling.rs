@@ -335,7 +335,11 @@ struct Figures {
     stops: u64,
     entries: u64,
     bytes_per_access: f64,
+    heap_bytes: usize,
 }
+
+/// Accesses a bounded trace keeps in full (the `bounded` columns).
+const KEEP: u64 = 10_000;
 
 fn traced(t: &mut Tracer, p: &Prepared) -> Figures {
     let src = t.buffer_from("src", if p.src.is_empty() { &[0] } else { &p.src });
@@ -351,6 +355,7 @@ fn traced(t: &mut Tracer, p: &Prepared) -> Figures {
         stops: s.stops,
         entries: s.cache_entries,
         bytes_per_access: trace_bytes_per_access(&trace),
+        heap_bytes: trace.heap_bytes(),
     }
 }
 
@@ -377,7 +382,7 @@ fn ms(d: Duration) -> f64 {
 pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize, only: &str) {
     println!("scaling: whole traced call (code cache on), native call, memcheck whole process");
     println!(
-        "{:<30} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8} {:>8} {:>9}",
+        "{:<30} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10} {:>11}",
         "workload",
         "native ms",
         "traced ms",
@@ -386,7 +391,10 @@ pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize, only: &str) {
         "accesses",
         "stops",
         "entries",
-        "B/access"
+        "B/access",
+        "trace KiB",
+        "bounded ms",
+        "bounded KiB"
     );
     for w in WORKLOADS.iter().filter(|w| w.what.contains(only)) {
         let Some(p) = prepare(w.name) else {
@@ -396,6 +404,9 @@ pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize, only: &str) {
         let native = native(&p);
         t.use_code_cache(true);
         let f = traced(t, &p);
+        t.keep_accesses(Some(KEEP));
+        let b = traced(t, &p);
+        t.keep_accesses(None);
         let no_cache = if w.bytes <= without_cache {
             t.use_code_cache(false);
             let g = traced(t, &p);
@@ -413,14 +424,17 @@ pub fn table(t: &mut Tracer, memcheck: bool, without_cache: usize, only: &str) {
             format!("{:>11}", "-")
         };
         println!(
-            "{:<30} {:>10.2} {:>11.1} {no_cache} {vg} {:>10} {:>8} {:>8} {:>9.0}",
+            "{:<30} {:>10.2} {:>11.1} {no_cache} {vg} {:>10} {:>8} {:>8} {:>9.0} {:>10} {:>10.1} {:>11}",
             w.what,
             ms(native),
             ms(f.traced),
             f.accesses,
             f.stops,
             f.entries,
-            f.bytes_per_access
+            f.bytes_per_access,
+            f.heap_bytes >> 10,
+            ms(b.traced),
+            b.heap_bytes >> 10
         );
     }
 }

@@ -14,6 +14,7 @@ mod levels;
 mod os_check;
 
 mod allocations;
+mod bounded;
 mod bounds;
 mod cache;
 mod callbacks;

@@ -22,6 +22,7 @@ use super::thread::{Births, Thread};
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::trace::event::{Dropped, MAX_RECORDED_BYTES, Note, Trace};
+use crate::trace::store::Records;
 
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
 pub(super) const SEGV_ACCERR: c_int = 2;
@@ -439,6 +440,9 @@ impl Supervisor {
         if let Some(call) = &mut self.call {
             call.code_cache = start.code_cache;
             call.cache_budget = start.cache_budget;
+            if let Some(keep) = start.keep_accesses {
+                call.accesses = Records::bounded(keep, call.regions.iter().map(|r| r.len));
+            }
         }
         self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }

@@ -41,7 +41,12 @@ impl Supervisor {
         };
         call.accesses_shown = true;
         let total = call.accesses.len();
-        if total == 0 && call.unsupported.is_empty() && call.unknown_syscalls.is_empty() {
+        let not_kept = call.accesses.bound().map_or(0, |b| b.dropped);
+        if total == 0
+            && not_kept == 0
+            && call.unsupported.is_empty()
+            && call.unknown_syscalls.is_empty()
+        {
             return format!(
                 "\n  no access to a traced region was recorded in this call{allocations}"
             );
@@ -60,7 +65,14 @@ impl Supervisor {
         } else {
             String::new()
         };
-        format!("\n  {shown}accesses recorded so far in this call: {trace}{allocations}")
+        let dropped = match call.accesses.bound() {
+            Some(b) if b.dropped > 0 => format!(
+                " ({} more not kept: the call keeps the first {} and the out-of-bounds ones)",
+                b.dropped, b.keep
+            ),
+            _ => String::new(),
+        };
+        format!("\n  {shown}accesses recorded so far in this call{dropped}: {trace}{allocations}")
     }
 
     /// The call's allocator calls so far (the last [`MAX_ALLOC_ROWS`]) and

@@ -114,19 +114,8 @@ impl Supervisor {
                     }
                 }
             } else {
-                let thread = self.threads.entry(tid).or_default();
-                thread.pending.push(PendingWrite {
-                    index: call.accesses.len(),
-                    addr: start,
-                    len: shown,
-                });
                 Err(shown)
             };
-            // An instruction's access out of the region's bytes gets its
-            // callers once the fault's operands are recorded (`on_fault`).
-            if origin.syscall.is_none() && (start < region.start || start + len > region.end()) {
-                call.out_of_bounds.push(call.accesses.len());
-            }
             let place = store::Place {
                 kind,
                 region: Some(index),
@@ -134,7 +123,24 @@ impl Supervisor {
                 len,
                 tid,
             };
-            call.accesses.push(place, &origin, bytes);
+            // A bounded call keeps no record of this access (only its
+            // summary): nothing to read back or give callers.
+            let Some(at) = call.accesses.push(place, &origin, bytes) else {
+                continue;
+            };
+            if bytes.is_err() {
+                let thread = self.threads.entry(tid).or_default();
+                thread.pending.push(PendingWrite {
+                    index: at,
+                    addr: start,
+                    len: shown,
+                });
+            }
+            // An instruction's access out of the region's bytes gets its
+            // callers once the fault's operands are recorded (`on_fault`).
+            if origin.syscall.is_none() && (start < region.start || start + len > region.end()) {
+                call.out_of_bounds.push(at);
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use std::ops::Range;
 
 use super::alloc::{Allocation, describe_allocation};
 use super::event::{AccessKind, AccessRef, RangeSet, Region, RegionDesc, Trace};
+use super::store::Summary;
 use super::symbols::{describe_ip, source_location};
 
 /// Bytes per row of a byte map.
@@ -215,6 +216,21 @@ impl<'t> Expect<'t> {
         self.region.len as isize
     }
 
+    /// The exact summary of every access to the region, in a bounded
+    /// trace.
+    fn summary(&self) -> Option<&'t Summary> {
+        self.trace.summary(self.index)
+    }
+
+    /// Whether some access of `kind` to the region (in or out of its
+    /// bytes) was made, kept or not.
+    fn any_of(&self, kind: AccessKind) -> bool {
+        match self.summary() {
+            Some(s) => s.count(kind) > 0,
+            None => self.accesses().any(|a| a.kind == kind),
+        }
+    }
+
     /// Panics with the explanation of a broken contract.
     #[track_caller]
     fn fail(
@@ -232,6 +248,7 @@ impl<'t> Expect<'t> {
         }
         byte_map(self.trace, &self.region, &mut msg);
         offending(self.trace, offending_accesses, &mut msg);
+        bounded_note(self.trace, &mut msg);
         contract_failed(msg);
     }
 
@@ -277,7 +294,10 @@ impl<'t> Expect<'t> {
     #[track_caller]
     pub fn writes_nothing(self) -> Self {
         let stores: Vec<AccessRef<'_>> = self.accesses().filter(|a| Self::is_store(a)).collect();
-        if !stores.is_empty() {
+        if !stores.is_empty()
+            || self.any_of(AccessKind::Write)
+            || self.any_of(AccessKind::MaybeWrite)
+        {
             self.fail(
                 "writes nothing",
                 &[("written", fmt_set(&self.written_or_maybe()))],
@@ -313,7 +333,7 @@ impl<'t> Expect<'t> {
             .accesses()
             .filter(|a| a.kind == AccessKind::Read)
             .collect();
-        if !reads.is_empty() {
+        if !reads.is_empty() || self.any_of(AccessKind::Read) {
             self.fail(
                 "reads nothing",
                 &[("read", fmt_set(&self.trace.read(&self.region.id)))],
@@ -386,16 +406,27 @@ impl<'t> Expect<'t> {
     #[track_caller]
     pub fn reads_each_byte_at_most(self, n: usize) -> Self {
         let len = self.region.len as usize;
-        let mut counts = vec![0usize; len];
-        for a in self.accesses().filter(|a| a.kind == AccessKind::Read) {
-            for off in clip(a.range(), len) {
-                counts[off] += 1;
+        let (over, most) = match self.summary() {
+            Some(s) => {
+                let mut most = 0;
+                let over = RangeSet::from_unsorted(s.read_counts().filter_map(|(b, c)| {
+                    most = most.max(c as usize);
+                    (c as usize > n).then_some(b..b + 1)
+                }));
+                (over, most)
             }
-        }
-        let over: RangeSet = (0..len)
-            .filter(|&b| counts[b] > n)
-            .map(|b| b..b + 1)
-            .collect();
+            None => {
+                let mut counts = vec![0usize; len];
+                for a in self.accesses().filter(|a| a.kind == AccessKind::Read) {
+                    for off in clip(a.range(), len) {
+                        counts[off] += 1;
+                    }
+                }
+                let over: RangeSet =
+                    RangeSet::from_unsorted((0..len).filter(|&b| counts[b] > n).map(|b| b..b + 1));
+                (over, counts.iter().copied().max().unwrap_or(0))
+            }
+        };
         if !over.is_empty() {
             let offenders: Vec<AccessRef<'_>> = self
                 .accesses()
@@ -403,7 +434,6 @@ impl<'t> Expect<'t> {
                     a.kind == AccessKind::Read && clip(a.range(), len).any(|b| over.contains(b))
                 })
                 .collect();
-            let most = counts.iter().copied().max().unwrap_or(0);
             self.fail(
                 &format!("reads each byte at most {n} time(s)"),
                 &[
@@ -418,8 +448,13 @@ impl<'t> Expect<'t> {
 
     /// Every byte read was written earlier in the call (by the native code):
     /// the code reads only what it wrote first.
+    ///
+    /// # Panics
+    /// Also when the trace is bounded and accesses were dropped
+    /// (`Tracer::keep_accesses`): the order of all accesses is needed.
     #[track_caller]
     pub fn reads_only_after_writing(self) -> Self {
+        self.needs_every_access("reads only bytes it wrote first");
         let len = self.region.len as usize;
         let mut written = RangeSet::default();
         let mut offenders = Vec::new();
@@ -450,6 +485,42 @@ impl<'t> Expect<'t> {
             );
         }
         self
+    }
+}
+
+impl Expect<'_> {
+    /// Fails `contract`, which needs every access in order, on a trace
+    /// that dropped some.
+    #[track_caller]
+    fn needs_every_access(&self, contract: &str) {
+        let dropped = self.trace.dropped_accesses();
+        if dropped == 0 {
+            return;
+        }
+        contract_failed(format!(
+            "contract cannot be checked: `{}` {contract} needs every access in order, and this \
+             trace is bounded: it kept the first {} of {} accesses ({dropped} dropped). Trace \
+             this call with `Tracer::keep_accesses(None)` (the default) to check it.",
+            self.region.name,
+            self.trace.access_bound().unwrap_or(0),
+            self.trace.total_accesses(),
+        ));
+    }
+}
+
+/// Notes, in a failure's message, that a bounded trace lists only the
+/// accesses it kept.
+fn bounded_note(trace: &Trace, out: &mut String) {
+    let dropped = trace.dropped_accesses();
+    if dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  (bounded trace: the byte sets and map are exact, but of {} accesses only the first \
+             {} and the out-of-bounds ones are kept; {dropped} are not listed. \
+             `Tracer::keep_accesses(None)` keeps all.)",
+            trace.total_accesses(),
+            trace.access_bound().unwrap_or(0),
+        );
     }
 }
 
@@ -489,6 +560,18 @@ fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
     let Some(index) = trace.region_index(&desc.id) else {
         return;
     };
+    // A bounded trace: the cells from its exact summary (out-of-bounds
+    // accesses, always kept, give the `!` lines below).
+    let summary = trace.summary(index);
+    if let Some(s) = summary {
+        for kind in [AccessKind::Read, AccessKind::Write, AccessKind::MaybeWrite] {
+            for r in s.bytes(kind) {
+                for cell in cells.get_mut(r.start..r.end.min(len)).unwrap_or_default() {
+                    *cell = mark(*cell, kind);
+                }
+            }
+        }
+    }
     for a in trace.accesses_at(index) {
         let r = a.range();
         if r.start < 0 {
@@ -499,15 +582,10 @@ fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
             let start = r.start.max(len as isize) as usize;
             after.insert(start - len..r.end as usize - len);
         }
-        for b in clip(r, len) {
-            cells[b] = match (cells[b], a.kind) {
-                (b'.', AccessKind::Read) => b'R',
-                (b'.', AccessKind::Write) => b'W',
-                (b'.', AccessKind::MaybeWrite) => b'?',
-                (b'W' | b'?', AccessKind::Read)
-                | (b'R', AccessKind::Write | AccessKind::MaybeWrite) => b'B',
-                (c, _) => c,
-            };
+        if summary.is_none() {
+            for b in clip(r, len) {
+                cells[b] = mark(cells[b], a.kind);
+            }
         }
     }
     let _ = writeln!(
@@ -561,6 +639,19 @@ fn byte_map(trace: &Trace, desc: &RegionDesc, out: &mut String) {
             len + r.start,
             len + r.end
         );
+    }
+}
+
+/// A byte map's cell after an access of `kind`.
+fn mark(cell: u8, kind: AccessKind) -> u8 {
+    match (cell, kind) {
+        (b'.', AccessKind::Read) => b'R',
+        (b'.', AccessKind::Write) => b'W',
+        (b'.', AccessKind::MaybeWrite) => b'?',
+        (b'W' | b'?', AccessKind::Read) | (b'R', AccessKind::Write | AccessKind::MaybeWrite) => {
+            b'B'
+        }
+        (c, _) => c,
     }
 }
 

@@ -395,9 +395,36 @@ impl Trace {
         self.records.iter().map(|s| self.view(s))
     }
 
-    /// The number of accesses.
+    /// The number of accesses the trace holds: every access, or, for a
+    /// call bounded by `Tracer::keep_accesses(Some(n))`, the first `n` and
+    /// every out-of-bounds access after them (see
+    /// [`Trace::dropped_accesses`]).
     pub fn access_count(&self) -> usize {
         self.records.len()
+    }
+
+    /// The accesses a bounded call made but did not keep in full (0 for an
+    /// unbounded call). They are in [`Trace::read`], [`Trace::written`],
+    /// [`Trace::maybe_written`] and the contracts on byte sets, which stay
+    /// exact; they are not in [`Trace::accesses`] or the `Display` table.
+    pub fn dropped_accesses(&self) -> u64 {
+        self.records.bound().map_or(0, |b| b.dropped)
+    }
+
+    /// The bound of a call made with `Tracer::keep_accesses(Some(n))`: `n`.
+    pub fn access_bound(&self) -> Option<u64> {
+        self.records.bound().map(|b| b.keep)
+    }
+
+    /// Every access the call made, kept or not.
+    pub fn total_accesses(&self) -> u64 {
+        self.records.len() as u64 + self.dropped_accesses()
+    }
+
+    /// The exact summary of every access to the region at `index`, for a
+    /// bounded trace.
+    pub(crate) fn summary(&self, index: usize) -> Option<&super::store::Summary> {
+        self.records.summary(index)
     }
 
     /// The bytes of memory the trace holds on the heap for its accesses:
@@ -502,6 +529,13 @@ impl Trace {
         let Some(index) = self.region_index(region) else {
             return RangeSet::default();
         };
+        if let Some(summary) = self.summary(index) {
+            let runs = [AccessKind::Read, AccessKind::Write, AccessKind::MaybeWrite]
+                .into_iter()
+                .filter(|&k| keep(k))
+                .flat_map(|k| summary.bytes(k));
+            return RangeSet::from_unsorted(runs);
+        }
         let len = self.regions[index].len as isize;
         RangeSet::from_unsorted(
             self.accesses_at(index)
@@ -716,6 +750,14 @@ impl fmt::Display for Trace {
             self.stats.stops,
             self.stats.ptrace_requests
         )?;
+        if let Some(keep) = self.access_bound() {
+            writeln!(
+                f,
+                "bounded: {} more access(es) not kept (the first {keep} and every out-of-bounds \
+                 access are; byte sets and counts are exact; `keep_accesses(None)` keeps all)",
+                self.dropped_accesses()
+            )?;
+        }
         let regions: Vec<String> = self
             .regions
             .iter()
@@ -938,7 +980,7 @@ mod tests {
                 len: 1,
                 tid: 9,
             };
-            records.push(place, &origin, Ok(&[0xab]));
+            let _ = records.push(place, &origin, Ok(&[0xab]));
         }
         Trace::new(
             vec![region],

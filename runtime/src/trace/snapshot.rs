@@ -38,6 +38,13 @@ impl Trace {
             .map(|r| format!("{} ({} bytes)", r.name, r.len))
             .collect();
         let _ = writeln!(out, "regions: {}", regions.join(", "));
+        if let Some(keep) = self.access_bound() {
+            let _ = writeln!(
+                out,
+                "bounded: the first {keep} access(es) and the out-of-bounds ones kept, {} not kept",
+                self.dropped_accesses()
+            );
+        }
         let mut blocks = Blocks::default();
         let mut allocs = self.allocations().iter().peekable();
         for (i, a) in self.iter_accesses().enumerate() {

@@ -11,6 +11,12 @@
 //! Records and values live in chunks of a fixed size, so a store never
 //! copies what it holds to grow and never holds more than one chunk it
 //! does not use (beyond the first chunk, which grows like a `Vec`).
+//!
+//! A store may be bounded ([`Records::bounded`]): it keeps the first `n`
+//! records, and every out-of-bounds access after them, in full; of every
+//! access, kept or not, it keeps exact per-region summaries (bytes read,
+//! written and maybe written, per-byte read counts, accesses per kind), so
+//! the byte sets and the contracts on them stay exact.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -147,6 +153,218 @@ impl Hasher for IpHasher {
 
 type IpMap<V> = HashMap<u64, V, BuildHasherDefault<IpHasher>>;
 
+/// Bytes of a region per block of a [`Summary`].
+const BLOCK: usize = 4096;
+
+/// What a summary knows of one block of `BLOCK` bytes of a region. On
+/// the wire each vector is one byte string (little-endian words): the test
+/// process reads a frame from the socket as it decodes it, and element by
+/// element a 1 MiB region's counts took a second of small reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Block {
+    /// Reads of each byte (saturating).
+    #[serde(with = "le_words")]
+    reads: Vec<u32>,
+    /// One bit per byte certainly written.
+    #[serde(with = "le_words")]
+    written: Vec<u64>,
+    /// One bit per byte maybe written.
+    #[serde(with = "le_words")]
+    maybe: Vec<u64>,
+}
+
+/// Vectors of words as one byte string of their little-endian bytes.
+mod le_words {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::BlobBuf;
+
+    /// A word of a fixed size.
+    pub(super) trait Word: Sized + Copy {
+        const SIZE: usize;
+        fn put(self, out: &mut Vec<u8>);
+        fn get(bytes: &[u8]) -> Option<Self>;
+    }
+
+    impl Word for u32 {
+        const SIZE: usize = 4;
+        fn put(self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(bytes: &[u8]) -> Option<Self> {
+            Some(u32::from_le_bytes(bytes.try_into().ok()?))
+        }
+    }
+
+    impl Word for u64 {
+        const SIZE: usize = 8;
+        fn put(self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(bytes: &[u8]) -> Option<Self> {
+            Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        }
+    }
+
+    pub(super) fn serialize<W: Word, S: Serializer>(v: &[W], s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(v.len() * W::SIZE);
+        for &w in v {
+            w.put(&mut bytes);
+        }
+        s.serialize_bytes(&bytes)
+    }
+
+    pub(super) fn deserialize<'de, W: Word, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<W>, D::Error> {
+        let BlobBuf(bytes) = BlobBuf::deserialize(d)?;
+        if !bytes.len().is_multiple_of(W::SIZE) {
+            return Err(serde::de::Error::custom("a partial word"));
+        }
+        bytes
+            .chunks_exact(W::SIZE)
+            .map(|c| W::get(c).ok_or_else(|| serde::de::Error::custom("a partial word")))
+            .collect()
+    }
+}
+
+impl Block {
+    fn new() -> Block {
+        Block {
+            reads: vec![0; BLOCK],
+            written: vec![0; BLOCK / 64],
+            maybe: vec![0; BLOCK / 64],
+        }
+    }
+}
+
+/// Exact facts about every access to one region of a bounded store, kept
+/// or not. Blocks of the region are allocated when first touched: about
+/// 17 KiB per 4 KiB touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Summary {
+    /// The region's length in bytes.
+    len: u64,
+    /// Accesses to the region (in or out of its bytes) per kind: read,
+    /// write, maybe write.
+    counts: [u64; 3],
+    blocks: Vec<Option<Box<Block>>>,
+}
+
+fn kind_index(kind: AccessKind) -> usize {
+    match kind {
+        AccessKind::Read => 0,
+        AccessKind::Write => 1,
+        AccessKind::MaybeWrite => 2,
+    }
+}
+
+impl Summary {
+    /// Accesses of `kind` to the region, in or out of its bytes.
+    pub(crate) fn count(&self, kind: AccessKind) -> u64 {
+        self.counts[kind_index(kind)]
+    }
+
+    /// Notes an access of `len` bytes at `offset`; only the region's bytes
+    /// go into the byte maps.
+    fn note(&mut self, kind: AccessKind, offset: isize, len: u64) {
+        let k = kind_index(kind);
+        self.counts[k] = self.counts[k].saturating_add(1);
+        let end = (offset as i128).saturating_add(len as i128);
+        let lo = (offset as i128).clamp(0, self.len as i128) as u64;
+        let hi = end.clamp(0, self.len as i128) as u64;
+        let mut at = lo;
+        while at < hi {
+            let b = (at / BLOCK as u64) as usize;
+            let from = (at % BLOCK as u64) as usize;
+            let to = ((hi - at) as usize).min(BLOCK - from) + from;
+            if self.blocks.len() <= b {
+                self.blocks.resize_with(b + 1, || None);
+            }
+            let block = self.blocks[b].get_or_insert_with(|| Box::new(Block::new()));
+            match kind {
+                AccessKind::Read => {
+                    for c in &mut block.reads[from..to] {
+                        *c = c.saturating_add(1);
+                    }
+                }
+                AccessKind::Write | AccessKind::MaybeWrite => {
+                    let bits = if kind == AccessKind::Write {
+                        &mut block.written
+                    } else {
+                        &mut block.maybe
+                    };
+                    for i in from..to {
+                        bits[i / 64] |= 1 << (i % 64);
+                    }
+                }
+            }
+            at += (to - from) as u64;
+        }
+    }
+
+    /// Whether byte `i` of block `block` has `kind`.
+    fn has(block: &Block, kind: AccessKind, i: usize) -> bool {
+        let bit = |bits: &[u64]| bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+        match kind {
+            AccessKind::Read => block.reads.get(i).is_some_and(|&c| c > 0),
+            AccessKind::Write => bit(&block.written),
+            AccessKind::MaybeWrite => bit(&block.maybe),
+        }
+    }
+
+    /// The region's bytes that had an access of `kind`: sorted, merged
+    /// runs.
+    pub(crate) fn bytes(&self, kind: AccessKind) -> Vec<std::ops::Range<usize>> {
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for (b, block) in self.blocks.iter().enumerate() {
+            let Some(block) = block else { continue };
+            for i in 0..BLOCK {
+                if Self::has(block, kind, i) {
+                    let at = b * BLOCK + i;
+                    match runs.last_mut() {
+                        Some(r) if r.end == at => r.end = at + 1,
+                        _ => runs.push(at..at + 1),
+                    }
+                }
+            }
+        }
+        runs
+    }
+
+    /// `(offset, reads)` of every byte of the region read at least once, in
+    /// order (counts saturate at `u32::MAX`).
+    pub(crate) fn read_counts(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.blocks.iter().enumerate().flat_map(|(b, block)| {
+            block.iter().flat_map(move |block| {
+                block
+                    .reads
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &c)| c > 0)
+                    .map(move |(i, &c)| (b * BLOCK + i, c))
+            })
+        })
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let per = BLOCK * 4 + 2 * BLOCK / 8 + size_of::<Block>();
+        self.blocks.capacity() * size_of::<Option<Box<Block>>>()
+            + self.blocks.iter().flatten().count() * per
+    }
+}
+
+/// The bound of a bounded store, and what it knows of every access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Bound {
+    /// Records kept in full (besides out-of-bounds accesses, always kept).
+    pub(crate) keep: u64,
+    /// Accesses not kept.
+    pub(crate) dropped: u64,
+    /// One summary per region of the trace, by index.
+    pub(crate) regions: Vec<Summary>,
+}
+
 /// The accesses of one call, compact (see the module's comment).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Records {
@@ -163,11 +381,15 @@ pub(crate) struct Records {
     /// The supervisor's index of `sites` by address (the last site of each
     /// address); not sent.
     site_index: IpMap<u32>,
+    /// The bound and the summaries of a bounded store.
+    bound: Option<Box<Bound>>,
 }
 
 impl PartialEq for Records {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+        self.len == other.len
+            && self.bound == other.bound
+            && self.iter().zip(other.iter()).all(|(a, b)| a == b)
     }
 }
 
@@ -187,9 +409,39 @@ impl PartialEq for Stored<'_> {
 }
 
 impl Records {
-    /// Number of accesses.
+    /// A store that keeps the first `keep` records in full, and every
+    /// out-of-bounds access, with exact summaries of every access to the
+    /// regions of lengths `region_lens` (by index).
+    pub(crate) fn bounded(keep: u64, region_lens: impl IntoIterator<Item = u64>) -> Records {
+        Records {
+            bound: Some(Box::new(Bound {
+                keep,
+                dropped: 0,
+                regions: region_lens
+                    .into_iter()
+                    .map(|len| Summary {
+                        len,
+                        ..Summary::default()
+                    })
+                    .collect(),
+            })),
+            ..Records::default()
+        }
+    }
+
+    /// Number of accesses kept.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The bound, for a bounded store.
+    pub(crate) fn bound(&self) -> Option<&Bound> {
+        self.bound.as_deref()
+    }
+
+    /// The summary of the region at `index`, for a bounded store.
+    pub(crate) fn summary(&self, index: usize) -> Option<&Summary> {
+        self.bound.as_ref()?.regions.get(index)
     }
 
     /// Bytes of memory the store holds on the heap (capacities, not
@@ -210,7 +462,12 @@ impl Records {
         // A hash map holds about one slot (key, value, control byte) per
         // capacity unit.
         let index = self.site_index.capacity() * (size_of::<(u64, u32)>() + 1);
+        let bound = self.bound.as_ref().map_or(0, |b| {
+            b.regions.iter().map(Summary::heap_bytes).sum::<usize>()
+                + b.regions.capacity() * size_of::<Summary>()
+        });
         chunks
+            + bound
             + values
             + sites
             + chains
@@ -277,15 +534,16 @@ impl Records {
             .unwrap_or(&[])
     }
 
-    /// Appends an access; returns its index. `bytes` is its value if
-    /// known, else `Err(n)` reserves room for `n` bytes set later with
+    /// Appends an access; returns its index, or `None` when a bounded
+    /// store does not keep it (its summary has it). `bytes` is its value
+    /// if known, else `Err(n)` reserves room for `n` bytes set later with
     /// [`Records::set_bytes`].
     pub(crate) fn push(
         &mut self,
         at: Place,
         origin: &Origin<'_>,
         bytes: Result<&[u8], usize>,
-    ) -> usize {
+    ) -> Option<usize> {
         let Place {
             kind,
             region,
@@ -293,6 +551,19 @@ impl Records {
             len,
             tid,
         } = at;
+        if let Some(bound) = &mut self.bound {
+            // Out-of-bounds accesses (and those in no region) are kept.
+            let mut inside = false;
+            if let Some(s) = region.and_then(|r| bound.regions.get_mut(r)) {
+                inside = offset >= 0
+                    && (offset as u128).saturating_add(u128::from(len)) <= u128::from(s.len);
+                s.note(kind, offset, len);
+            }
+            if inside && self.len as u64 >= bound.keep {
+                bound.dropped += 1;
+                return None;
+            }
+        }
         let site = self.site(origin);
         let (reserve, known) = match bytes {
             Ok(b) => (
@@ -327,7 +598,7 @@ impl Records {
             }
         }
         self.len += 1;
-        index
+        Some(index)
     }
 
     fn rec(&self, index: usize) -> Option<&Rec> {
@@ -450,7 +721,7 @@ impl Records {
                 insn: &a.site.insn,
                 syscall: a.site.syscall.as_deref(),
             };
-            let i = out.push(
+            let Some(i) = out.push(
                 Place {
                     kind: a.kind,
                     region: a.region,
@@ -460,7 +731,9 @@ impl Records {
                 },
                 &origin,
                 Ok(a.bytes),
-            );
+            ) else {
+                continue;
+            };
             if !a.callers.is_empty() {
                 out.set_callers(i, a.callers);
             }
@@ -468,7 +741,8 @@ impl Records {
         out
     }
 
-    /// Forgets every access (the sites are kept).
+    /// Forgets every access (the sites are kept; a bounded store's
+    /// summaries too).
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.values.clear();
@@ -563,6 +837,7 @@ struct WireOut<'a> {
     chains: &'a [Vec<u64>],
     callers: &'a [(u64, u32)],
     long_lens: &'a [(u64, u64)],
+    bound: Option<&'a Bound>,
 }
 
 #[derive(Deserialize)]
@@ -573,6 +848,7 @@ struct WireIn {
     chains: Vec<Vec<u64>>,
     callers: Vec<(u64, u32)>,
     long_lens: Vec<(u64, u64)>,
+    bound: Option<Box<Bound>>,
 }
 
 impl Serialize for Records {
@@ -584,6 +860,7 @@ impl Serialize for Records {
             chains: &self.chains,
             callers: &self.callers,
             long_lens: &self.long_lens,
+            bound: self.bound.as_deref(),
         }
         .serialize(s)
     }
@@ -618,6 +895,7 @@ impl<'de> Deserialize<'de> for Records {
             long_lens: w.long_lens,
             len,
             site_index: IpMap::default(),
+            bound: w.bound,
         })
     }
 }
@@ -730,6 +1008,54 @@ mod tests {
             back.get(CHUNK + 1).map(|a| a.callers),
             Some(&[1u64, 2, 3][..])
         );
+    }
+
+    #[test]
+    fn a_bounded_store_keeps_the_first_records_and_out_of_bounds_ones_and_summarises_all() {
+        let mut r = Records::bounded(2, [10, 5000]);
+        let o = origin(1, "mov [rdi],al");
+        let push = |r: &mut Records, kind, region, offset: isize, len| {
+            r.push(
+                Place {
+                    kind,
+                    region: Some(region),
+                    offset,
+                    len,
+                    tid: 1,
+                },
+                &o,
+                Err(len as usize),
+            )
+        };
+        assert_eq!(push(&mut r, AccessKind::Read, 0, 0, 4), Some(0));
+        assert_eq!(push(&mut r, AccessKind::Read, 0, 2, 4), Some(1));
+        assert_eq!(push(&mut r, AccessKind::Write, 0, 3, 1), None);
+        // Out of bounds: kept, its in-bounds bytes summarised.
+        assert_eq!(push(&mut r, AccessKind::Write, 0, 8, 4), Some(2));
+        assert_eq!(push(&mut r, AccessKind::MaybeWrite, 1, 4090, 10), None);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.bound().map(|b| b.dropped), Some(2));
+        let s = r.summary(0).expect("bounded");
+        assert_eq!(
+            s.bytes(AccessKind::Read),
+            [std::ops::Range { start: 0, end: 6 }]
+        );
+        assert_eq!(s.bytes(AccessKind::Write), [3..4, 8..10]);
+        assert_eq!(s.count(AccessKind::Write), 2);
+        let counts: Vec<_> = s.read_counts().collect();
+        assert_eq!(counts, [(0, 1), (1, 1), (2, 2), (3, 2), (4, 1), (5, 1)]);
+        // Across two blocks.
+        let s = r.summary(1).expect("bounded");
+        assert_eq!(
+            s.bytes(AccessKind::MaybeWrite),
+            [std::ops::Range {
+                start: 4090,
+                end: 4100
+            }]
+        );
+        let wire = postcard::to_stdvec(&r).expect("encode");
+        let back: Records = postcard::from_bytes(&wire).expect("decode");
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct AllocTracing {
 ///
 /// `regions` are registered with the supervisor and their spans set to
 /// `PROT_NONE`; `restore` is what [`ActiveCall::end`] applies afterwards.
+/// `keep_accesses` bounds the accesses the trace keeps in full (see
+/// `Tracer::keep_accesses` in the harness).
 ///
 /// Between the supervisor's answer and the end request, this side of the
 /// call allocates nothing (unless a `mprotect` fails), so that the
@@ -90,6 +92,7 @@ pub fn begin_call(
     restore: Vec<Protection>,
     alloc: AllocTracing,
     code_cache: CodeCache,
+    keep_accesses: Option<u64>,
 ) -> Result<ActiveCall, CallError> {
     let client = match start::state() {
         Some(State::Traced(client)) => client,
@@ -142,6 +145,7 @@ pub fn begin_call(
         native_blocks: alloc.native_blocks,
         code_cache: code_cache.enabled,
         cache_budget: code_cache.budget,
+        keep_accesses,
     };
     let start = Request::StartCall(start);
     let start_parts = protocol::encode_request(&start).map_err(io_err)?;
