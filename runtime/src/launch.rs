@@ -90,9 +90,9 @@ fn map_stub_area() -> io::Result<u64> {
     };
     for slot in 0..THREAD_SLOTS {
         let guard = cache_slot_base(p as u64, slot) + CACHE_GUARD_OFFSET;
-        // SAFETY: the guard page lies inside the stub area just mapped; no
-        // code of this process uses it (the translated code of the code
-        // cache appends to the log before it and faults here when it is full).
+        // The translated code of the code cache appends to the log before
+        // this page and faults here when the log is full.
+        // SAFETY: the guard page lies inside the stub area just mapped, which nothing else uses.
         if unsafe { libc::mprotect(guard as *mut libc::c_void, PAGE_SIZE, libc::PROT_NONE) } != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -354,20 +354,19 @@ fn the_allocators_code_is_the_programs_own_between_calls(t: &mut Tracer) {
         libc::realloc as *const () as *const u8,
         libc::calloc as *const () as *const u8,
     ];
-    // SAFETY: reading the first byte of functions of this process.
-    let before: Vec<u8> = entries
-        .iter()
-        .map(|&p| unsafe { p.read_volatile() })
-        .collect();
+    let first_bytes = || -> Vec<u8> {
+        entries
+            .iter()
+            // SAFETY: reading the first byte of functions of this process.
+            .map(|&p| unsafe { p.read_volatile() })
+            .collect()
+    };
+    let before = first_bytes();
     let mut out = t.buffer("out", 2);
     // SAFETY: out holds 2 bytes.
     let (_, trace) = t.call(|| unsafe { alloc::alloc_malloc_free(out.as_mut_ptr(), 8) });
     assert_eq!(trace.allocations().len(), 2, "{trace}");
-    // SAFETY: as above.
-    let after: Vec<u8> = entries
-        .iter()
-        .map(|&p| unsafe { p.read_volatile() })
-        .collect();
+    let after = first_bytes();
     assert_eq!(before, after);
     assert!(!after.contains(&0xcc), "{after:x?}");
 }

@@ -525,9 +525,8 @@ fn two_threads_in_the_same_translated_loop_record_their_own_accesses_in_order(t:
 fn patch_smc_value(value: u8) {
     let at = (&raw const cache_smc_store) as usize + 3;
     let page = at & !4095;
-    // SAFETY: the page holds only the fixture's code (its own section,
-    // page-aligned); it is made writable for the one store, then executable
-    // again.
+    // It is made writable for the one store, then executable again.
+    // SAFETY: the page holds only the fixture's code (its own aligned section).
     unsafe {
         assert_eq!(
             libc::mprotect(

@@ -765,9 +765,8 @@ impl Records {
 
 /// The records' bytes: `Rec` is plain integers without padding.
 fn rec_bytes(recs: &[Rec]) -> &[u8] {
-    // SAFETY: Rec is repr(C), made of integers only and has no padding
-    // (its size is the sum of its fields', checked above), so every byte of
-    // the slice is initialised; u8 has no alignment requirement.
+    // Rec's size is the sum of its fields' (checked above): no padding.
+    // SAFETY: Rec is repr(C) integers without padding: every byte is initialised; u8 needs no alignment.
     unsafe { std::slice::from_raw_parts(recs.as_ptr().cast::<u8>(), std::mem::size_of_val(recs)) }
 }
 
@@ -779,10 +778,8 @@ fn recs_from(bytes: &[u8]) -> Option<Vec<Rec>> {
     }
     let n = bytes.len() / REC_SIZE;
     let mut recs: Vec<Rec> = Vec::with_capacity(n);
-    // SAFETY: the vector has room for n records, that is bytes.len() bytes;
-    // every bit pattern is a valid Rec (integers only), so after copying
-    // the n records are initialised. The regions do not overlap (a fresh
-    // allocation).
+    // The regions do not overlap: `recs` is a fresh allocation.
+    // SAFETY: room for n records (bytes.len() bytes); any bits are a valid Rec (integers only).
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), recs.as_mut_ptr().cast::<u8>(), bytes.len());
         recs.set_len(n);

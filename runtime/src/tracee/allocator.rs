@@ -115,10 +115,9 @@ pub(crate) fn set_breakpoints(mask: u16, armed: bool) {
     for (i, (&(_, addr), &original)) in entry_points().iter().zip(originals).enumerate() {
         if i < 16 && mask & (1 << i) != 0 {
             let byte = if armed { INT3 } else { original };
-            // SAFETY: `self_arming` made this code mapping writable; a
-            // thread running the entry meanwhile executes either its own
-            // first byte or the `int3`, which the supervisor continues in
-            // the entry's trampoline (it never needs the byte back).
+            // A thread running the entry meanwhile executes its first byte or
+            // the `int3`, which the supervisor continues in the trampoline.
+            // SAFETY: `self_arming` made this code mapping writable.
             unsafe { std::ptr::write_volatile(addr as *mut u8, byte) };
         }
     }

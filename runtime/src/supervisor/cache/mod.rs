@@ -430,9 +430,8 @@ impl Supervisor {
                 .unwrap_or_default();
             self.drain_log(tid);
             for sig in held {
-                // SAFETY: tgkill with a valid signal number to a thread of
-                // the test process; an error (the thread is gone) changes
-                // nothing.
+                // SAFETY: tgkill of a valid signal to a thread of the test
+                // process; an error (the thread is gone) changes nothing.
                 unsafe { libc::syscall(libc::SYS_tgkill, self.child, tid, sig) };
             }
             return false;
