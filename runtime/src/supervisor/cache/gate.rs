@@ -122,20 +122,27 @@ impl Builder {
     }
 }
 
-/// The open gate at `at`, for the slot whose data page is at `data`.
-pub(in crate::supervisor) fn open(
-    at: u64,
-    data: u64,
-    ranges: &[(u64, u64)],
-) -> Result<Gate, String> {
+/// The part both gates share: save the registers `syscall` uses, `mprotect`
+/// each range to `prot` (checked), restore.
+fn protecting(data: u64, ranges: &[(u64, u64)], prot: i32) -> Result<Builder, String> {
     let mut b = Builder {
         out: Vec::new(),
         data,
         fake: 0,
     };
     b.save_all()?;
-    b.mprotects(ranges, libc::PROT_READ | libc::PROT_WRITE)?;
+    b.mprotects(ranges, prot)?;
     b.restore_all()?;
+    Ok(b)
+}
+
+/// The open gate at `at`, for the slot whose data page is at `data`.
+pub(in crate::supervisor) fn open(
+    at: u64,
+    data: u64,
+    ranges: &[(u64, u64)],
+) -> Result<Gate, String> {
+    let mut b = protecting(data, ranges, libc::PROT_READ | libc::PROT_WRITE)?;
     let m = b.cell(cell::ENTRY_TARGET);
     b.push(Instruction::with1(Code::Jmp_rm64, m))?;
     let (code, _) = b.encode(at)?;
@@ -148,14 +155,7 @@ pub(in crate::supervisor) fn close(
     data: u64,
     ranges: &[(u64, u64)],
 ) -> Result<Gate, String> {
-    let mut b = Builder {
-        out: Vec::new(),
-        data,
-        fake: 0,
-    };
-    b.save_all()?;
-    b.mprotects(ranges, libc::PROT_NONE)?;
-    b.restore_all()?;
+    let mut b = protecting(data, ranges, libc::PROT_NONE)?;
     let spill = b.cell(cell::SPILL_GATE);
     b.push(Instruction::with2(Code::Mov_rm64_r64, spill, Register::RCX))?;
     let trap = b.cell(cell::TRAP);

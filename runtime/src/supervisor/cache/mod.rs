@@ -342,19 +342,20 @@ impl Supervisor {
         let word = |at: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
         };
+        // The slot's sites, once per drain rather than once per entry.
+        let sites = self
+            .cache
+            .slots
+            .get(&slot)
+            .map(|cs| cs.sites.clone())
+            .unwrap_or_default();
         let mut at = 0usize;
         let mut recorded = 0u64;
         while at < bytes.len() {
             let (Some(addr), Some(id), Some(rbp)) = (word(at), word(at + 8), word(at + 16)) else {
                 break;
             };
-            let Some(site) = self
-                .cache
-                .slots
-                .get(&slot)
-                .and_then(|cs| cs.sites.get(id as u32 as usize))
-                .cloned()
-            else {
+            let Some(site) = sites.get(id as u32 as usize) else {
                 report(format_args!(
                     "the access log of thread {tid} names an unknown site {id}"
                 ));

@@ -375,6 +375,8 @@ struct Emitter {
     next_fake: u64,
     data: u64,
     current: Option<usize>,
+    /// The address the next instruction pushed gets (a branch target).
+    next_label: Option<u64>,
 }
 
 type Built = Result<Instruction, iced_x86::IcedError>;
@@ -388,15 +390,59 @@ impl Emitter {
     fn push(&mut self, i: Built) -> Result<(), String> {
         let mut i =
             i.map_err(|e| format!("cannot build an instruction of the translation: {e}"))?;
-        let ip = self.fake();
+        let ip = match self.next_label.take() {
+            Some(label) => label,
+            None => self.fake(),
+        };
         i.set_ip(ip);
         self.out.push(i);
         self.tags.push(self.current);
         Ok(())
     }
 
+    /// Gives the next instruction pushed the address `label`.
+    fn label(&mut self, label: u64) {
+        self.next_label = Some(label);
+    }
+
+    /// The label a branch from `from` to `target` jumps to: the target
+    /// itself, or for a backward branch its budget check (emitted at the
+    /// end, from `checks`).
+    fn branch_label(&mut self, checks: &mut Vec<(u64, u64)>, target: u64, from: u64) -> u64 {
+        if target <= from {
+            let label = self.fake();
+            checks.push((label, target));
+            label
+        } else {
+            target
+        }
+    }
+
+    /// Copies register `reg` to `cell::TARGET` (an indirect branch's
+    /// target); the first instruction has the address `ip`.
+    fn save_target(&mut self, reg: Register, ip: u64) -> Result<(), String> {
+        self.label(ip);
+        self.store(cell::SPILL_C, Register::RCX)?;
+        self.push(Instruction::with2(Code::Mov_r64_rm64, Register::RCX, reg))?;
+        self.store(cell::TARGET, Register::RCX)?;
+        self.load(Register::RCX, cell::SPILL_C)
+    }
+
+    /// `lea rsp, [rsp + by]`: moves the stack pointer without the flags.
+    fn move_rsp(&mut self, by: i64) -> Result<(), String> {
+        self.push(Instruction::with2(
+            Code::Lea_r64_m,
+            Register::RSP,
+            MemoryOperand::with_base_displ(Register::RSP, by),
+        ))
+    }
+
     /// Pushes `i` with the address `ip` (a branch target).
     fn push_at(&mut self, mut i: Instruction, ip: u64) {
+        debug_assert!(
+            self.next_label.is_none(),
+            "a label waits for the next instruction"
+        );
         i.set_ip(ip);
         self.out.push(i);
         self.tags.push(self.current);
@@ -507,10 +553,8 @@ impl Emitter {
     /// Leaves the cache for native `target`: the close gate, then a jump.
     /// The first instruction has the address `label`.
     fn exit_labelled(&mut self, label: u64, target: u64, close_gate: u64) -> Result<(), String> {
-        let first = self.out.len();
-        self.exit(target, close_gate)?;
-        self.out[first].set_ip(label);
-        Ok(())
+        self.label(label);
+        self.exit(target, close_gate)
     }
 
     /// Leaves the cache for native `target`: the close gate, then a jump.
@@ -576,6 +620,7 @@ pub(in crate::supervisor) fn translate(
         next_fake: 0,
         data: place.data,
         current: None,
+        next_label: None,
     };
     let mut sites: Vec<Site> = Vec::new();
     let mut originals: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -634,13 +679,7 @@ pub(in crate::supervisor) fn translate(
                     e.push_at(i, ip);
                 }
                 Take::Jcc(target) | Take::Jmp(target) => {
-                    let label = if target <= ip {
-                        let label = e.fake();
-                        budget_checks.push((label, target));
-                        label
-                    } else {
-                        target
-                    };
+                    let label = e.branch_label(&mut budget_checks, target, ip);
                     pending_targets.push(target);
                     let mut i = d.insn;
                     i.as_near_branch();
@@ -657,24 +696,20 @@ pub(in crate::supervisor) fn translate(
                     } else {
                         Middle::Native
                     };
-                    log_around(&mut e, &d, place, &mut sites, &mut factory, middle)?;
-                }
-                Take::Call(target) => {
                     log_around(
                         &mut e,
                         &d,
                         place,
                         &mut sites,
                         &mut factory,
-                        Middle::PushReturn,
+                        middle,
+                        Some(ip),
                     )?;
-                    let label = if target <= ip {
-                        let label = e.fake();
-                        budget_checks.push((label, target));
-                        label
-                    } else {
-                        target
-                    };
+                }
+                Take::Call(target) => {
+                    let how = Middle::PushReturn;
+                    log_around(&mut e, &d, place, &mut sites, &mut factory, how, Some(ip))?;
+                    let label = e.branch_label(&mut budget_checks, target, ip);
                     e.jmp(label)?;
                     pending_targets.push(target);
                     pending_targets.push(next);
@@ -683,28 +718,9 @@ pub(in crate::supervisor) fn translate(
                 }
                 Take::IndirectCall(reg) => {
                     // The target first: the push may change rsp.
-                    let i = Instruction::with2(
-                        Code::Mov_rm64_r64,
-                        e.cell(cell::SPILL_C),
-                        Register::RCX,
-                    )
-                    .map_err(|err| err.to_string())?;
-                    e.push_at(i, ip);
-                    e.push(Instruction::with2(Code::Mov_r64_rm64, Register::RCX, reg))?;
-                    e.store(cell::TARGET, Register::RCX)?;
-                    e.load(Register::RCX, cell::SPILL_C)?;
-                    let before = e.out.len();
-                    log_around(
-                        &mut e,
-                        &d,
-                        place,
-                        &mut sites,
-                        &mut factory,
-                        Middle::PushReturn,
-                    )?;
-                    // Only the first instruction carries the call's address.
-                    let fake = e.fake();
-                    e.out[before].set_ip(fake);
+                    e.save_target(reg, ip)?;
+                    let how = Middle::PushReturn;
+                    log_around(&mut e, &d, place, &mut sites, &mut factory, how, None)?;
                     let label = e.fake();
                     e.jmp(label)?;
                     indirect.push((label, ip, Via::Target, false));
@@ -713,30 +729,37 @@ pub(in crate::supervisor) fn translate(
                     break;
                 }
                 Take::IndirectJmp(reg) => {
-                    let i = Instruction::with2(
-                        Code::Mov_rm64_r64,
-                        e.cell(cell::SPILL_C),
-                        Register::RCX,
-                    )
-                    .map_err(|err| err.to_string())?;
-                    e.push_at(i, ip);
-                    e.push(Instruction::with2(Code::Mov_r64_rm64, Register::RCX, reg))?;
-                    e.store(cell::TARGET, Register::RCX)?;
-                    e.load(Register::RCX, cell::SPILL_C)?;
+                    e.save_target(reg, ip)?;
                     let label = e.fake();
                     e.jmp(label)?;
                     indirect.push((label, ip, Via::Target, false));
                     break;
                 }
                 Take::IndirectJmpMem => {
-                    log_around(&mut e, &d, place, &mut sites, &mut factory, Middle::Nothing)?;
+                    log_around(
+                        &mut e,
+                        &d,
+                        place,
+                        &mut sites,
+                        &mut factory,
+                        Middle::Nothing,
+                        Some(ip),
+                    )?;
                     let label = e.fake();
                     e.jmp(label)?;
                     indirect.push((label, ip, Via::Ea, false));
                     break;
                 }
                 Take::Ret => {
-                    log_around(&mut e, &d, place, &mut sites, &mut factory, Middle::Nothing)?;
+                    log_around(
+                        &mut e,
+                        &d,
+                        place,
+                        &mut sites,
+                        &mut factory,
+                        Middle::Nothing,
+                        Some(ip),
+                    )?;
                     let label = e.fake();
                     e.jmp(label)?;
                     indirect.push((label, ip, Via::Stack, true));
@@ -765,9 +788,8 @@ pub(in crate::supervisor) fn translate(
     ret_sites.sort_unstable();
     ret_sites.dedup();
     for (label, site, via, is_ret) in indirect {
-        let i = Instruction::with2(Code::Mov_rm64_r64, e.cell(cell::SPILL_C), Register::RCX)
-            .map_err(|err| err.to_string())?;
-        e.push_at(i, label);
+        e.label(label);
+        e.store(cell::SPILL_C, Register::RCX)?;
         e.store(cell::SPILL_D, Register::RDX)?;
         match via {
             Via::Stack => e.push(Instruction::with2(
@@ -792,13 +814,6 @@ pub(in crate::supervisor) fn translate(
         }
         targets.sort_unstable();
         targets.dedup();
-        let pop = |e: &mut Emitter| {
-            e.push(Instruction::with2(
-                Code::Lea_r64_m,
-                Register::RSP,
-                MemoryOperand::with_base_displ(Register::RSP, 8),
-            ))
-        };
         for target in targets {
             let (hit, next) = (e.fake(), e.fake());
             e.mov_imm(Register::RCX, target.wrapping_neg())?;
@@ -809,23 +824,16 @@ pub(in crate::supervisor) fn translate(
             ))?;
             e.push(Instruction::with_branch(Code::Jrcxz_rel8_64, hit))?;
             e.jmp(next)?;
-            let i = Instruction::with2(Code::Mov_r64_rm64, Register::RCX, e.cell(cell::SPILL_C))
-                .map_err(|err| err.to_string())?;
-            e.push_at(i, hit);
+            e.label(hit);
+            e.load(Register::RCX, cell::SPILL_C)?;
             e.load(Register::RDX, cell::SPILL_D)?;
             if is_ret {
-                pop(&mut e)?;
+                e.move_rsp(8)?;
             }
-            let to = if target <= site {
-                let label = e.fake();
-                budget_checks.push((label, target));
-                label
-            } else {
-                target
-            };
+            let to = e.branch_label(&mut budget_checks, target, site);
             e.jmp(to)?;
             // The next comparison (or the miss) starts at `next`.
-            e.push_at(Instruction::with(Code::Nopd), next);
+            e.label(next);
         }
         e.store(cell::EXIT_TARGET, Register::RDX)?;
         // A return learns too, when the region was entered several times
@@ -844,25 +852,20 @@ pub(in crate::supervisor) fn translate(
             e.store(cell::LEARN_SITE, Register::RCX)?;
             e.mov_imm(Register::RCX, 1)?;
             e.store(cell::TRAP, Register::RCX)?;
-            e.push_at(Instruction::with(Code::Nopd), skip);
+            e.label(skip);
         }
         e.load(Register::RCX, cell::SPILL_C)?;
         e.load(Register::RDX, cell::SPILL_D)?;
         if is_ret {
-            pop(&mut e)?;
+            e.move_rsp(8)?;
         }
         e.jmp(place.close_gate)?;
     }
     // Budget checks of backward branches.
     for (label, target) in budget_checks {
         let out_label = e.fake();
-        let i = Instruction::with2(
-            Code::Mov_rm64_r64,
-            e.cell(cell::SPILL_BUDGET),
-            Register::RCX,
-        )
-        .map_err(|err| err.to_string())?;
-        e.push_at(i, label);
+        e.label(label);
+        e.store(cell::SPILL_BUDGET, Register::RCX)?;
         e.load(Register::RCX, cell::BUDGET)?;
         e.push(Instruction::with2(
             Code::Lea_r64_m,
@@ -873,13 +876,8 @@ pub(in crate::supervisor) fn translate(
         e.push(Instruction::with_branch(Code::Jrcxz_rel8_64, out_label))?;
         e.load(Register::RCX, cell::SPILL_BUDGET)?;
         e.jmp(target)?;
-        let i = Instruction::with2(
-            Code::Mov_r64_rm64,
-            Register::RCX,
-            e.cell(cell::SPILL_BUDGET),
-        )
-        .map_err(|err| err.to_string())?;
-        e.push_at(i, out_label);
+        e.label(out_label);
+        e.load(Register::RCX, cell::SPILL_BUDGET)?;
         e.exit(target, place.close_gate)?;
     }
     // Every branch must land in the region (or on the close gate): a branch
@@ -993,6 +991,7 @@ fn log_around(
     sites: &mut Vec<Site>,
     factory: &mut InstructionInfoFactory,
     middle: Middle,
+    label: Option<u64>,
 ) -> Result<(), String> {
     let ip = d.insn.ip();
     let next = d.next_ip();
@@ -1028,12 +1027,14 @@ fn log_around(
     };
     // Before: the address, and the read's entry.
     e.begin_point(point(Phase::Before, spilled.clone()));
-    let first_idx = e.out.len();
+    // The first instruction carries the original address (unless the
+    // caller's code for the instruction comes first).
+    if let Some(label) = label {
+        e.label(label);
+    }
     for &(r, c) in &spilled {
         e.store(c, r)?;
     }
-    // The first instruction carries the original address.
-    e.out[first_idx].set_ip(ip);
     // A RIP-relative operand's address is known: iced gives it as the
     // displacement (with no base, or RIP).
     let absolute =
@@ -1088,11 +1089,7 @@ fn log_around(
             ))?;
             e.load(s4, cell::SPILL[3])?;
             e.end_point();
-            e.push(Instruction::with2(
-                Code::Lea_r64_m,
-                Register::RSP,
-                MemoryOperand::with_base_displ(Register::RSP, -8),
-            ))?;
+            e.move_rsp(-8)?;
         }
         Middle::Nothing => {}
     }
