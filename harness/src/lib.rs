@@ -41,6 +41,7 @@
 //! references are dropped by the linker.
 
 mod buffer;
+mod during;
 mod isolated;
 mod registry;
 mod run;
@@ -52,14 +53,16 @@ mod tracer;
 mod typed;
 
 pub use buffer::Buffer;
+pub use during::During;
 pub use run::IN_PROCESS_ENV;
 pub use timeout::{DEFAULT_TIMEOUT, TIMEOUT_ENV, TimeoutEnvError};
 pub use trace_file::SCHEMA_VERSION as TRACE_FILE_SCHEMA_VERSION;
 pub use traced_ffi_macros::{Fields, traced_ffi};
 pub use traced_ffi_runtime::{
-    Access, AccessKind, AccessRef, AllocFn, Allocation, CallError, Expect, Field, ForeignFree,
-    ForeignKind, LaunchError, Launched, Note, RangeSet, Region, RegionDesc, RegionId, RegionKind,
-    Stats, Trace, UnknownSyscall, Unsupported, Unwritten, describe_ip, source_location, symbolize,
+    Access, AccessKind, AccessRef, AllocFn, Allocation, CallError, Declared, Expect, Field,
+    ForeignFree, ForeignKind, LaunchError, Launched, Note, RangeSet, Region, RegionDesc, RegionId,
+    RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten, describe_ip, source_location,
+    symbolize,
 };
 pub use tracer::{Tracer, Tracked};
 pub use typed::{Fields, Typed, TypedSlice};

@@ -115,7 +115,8 @@ struct Access<'a> {
     instruction: &'a str,
     syscall: Option<&'a str>,
     out_of_bounds: bool,
-    /// The native callers of an out-of-bounds access, innermost first.
+    /// The native callers of an out-of-bounds access, or of one that broke a
+    /// contract declared before the call, innermost first.
     callers: Vec<String>,
 }
 

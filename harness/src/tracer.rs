@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::buffer::{Buffer, BufferInner};
+use crate::during::During;
 use crate::typed::{Fields, Typed, TypedSlice};
 use std::collections::BTreeMap;
 
 use traced_ffi_runtime::{
-    AllocError, AllocFn, AllocTracing, Allocation, CallError, CodeCache, Field, GuardedMapping,
-    PAGE_SIZE, Protection, Region, RegionDesc, RegionId, RegionKind, Trace, describe_ip,
-    page_floor, page_protection, source_location,
+    AllocError, AllocFn, AllocTracing, Allocation, CallError, CodeCache, Declared, Field,
+    GuardedMapping, PAGE_SIZE, Protection, Recording, Region, RegionDesc, RegionId, RegionKind,
+    Trace, describe_ip, page_floor, page_protection, source_location,
 };
 
 /// Region ids are unique within the process.
@@ -85,6 +86,9 @@ pub struct Tracer {
     code_cache: CodeCache,
     /// Accesses a call keeps in full (`None`: all).
     keep_accesses: Option<u64>,
+    /// Contracts declared before the calls (`expect_during`), one per
+    /// region.
+    declared: Vec<Declared>,
     /// Blocks native code allocated in this test's calls and has not freed
     /// (as far as the calls saw), by address.
     live: BTreeMap<u64, Allocation>,
@@ -105,6 +109,7 @@ impl Tracer {
             trace_allocations: true,
             code_cache: CodeCache::default(),
             keep_accesses: None,
+            declared: Vec::new(),
             live: BTreeMap::new(),
             calls: 0,
             trace_files: Vec::new(),
@@ -305,6 +310,7 @@ impl Tracer {
     pub fn untrack(&mut self, tracked: &Tracked) {
         self.entries
             .retain(|e| !matches!(e, Entry::Tracked { desc, .. } if desc.id == tracked.id));
+        self.declared.retain(|d| d.region != tracked.id);
     }
 
     /// Lets hot code run in the code cache (the default): an instruction
@@ -362,6 +368,52 @@ impl Tracer {
         self.keep_accesses = n;
     }
 
+    /// Declares contracts on `region` for every later call (while the
+    /// region lives): the supervisor checks each access against them as it
+    /// records it and keeps the native callers of those that break one, and
+    /// each call then checks them on its trace and fails the test, at the
+    /// call's line, with the explanation, in which each offending access
+    /// says which functions called the code that made it.
+    ///
+    /// The same contracts stated after the call on the trace
+    /// ([`Trace::expect`](traced_ffi_runtime::Trace::expect)) check the same
+    /// bytes, but their offending accesses have callers only when they are
+    /// out of bounds: the stack is gone once the call has returned.
+    ///
+    /// ```no_run
+    /// # let mut t = traced_ffi::Tracer::new("doc");
+    /// let out = t.buffer("out", 64);
+    /// t.expect_during(&out).writes_only(0..16).reads_nothing();
+    /// ```
+    #[must_use = "a declaration is made by the contract methods of what this returns"]
+    pub fn expect_during(&mut self, region: &impl Region) -> During<'_> {
+        During::new(self, region)
+    }
+
+    /// The contracts declared with [`Tracer::expect_during`], one entry per
+    /// region, for
+    /// [`Trace::expect_declared`](traced_ffi_runtime::Trace::expect_declared)
+    /// after a [`Tracer::try_call`].
+    pub fn declarations(&self) -> &[Declared] {
+        &self.declared
+    }
+
+    /// The index of `region`'s declared contracts, made empty if new.
+    pub(crate) fn declare(&mut self, region: RegionId) -> usize {
+        match self.declared.iter().position(|d| d.region == region) {
+            Some(i) => i,
+            None => {
+                self.declared.push(Declared::new(region));
+                self.declared.len() - 1
+            }
+        }
+    }
+
+    /// The declared contracts at `index` (from [`Tracer::declare`]).
+    pub(crate) fn declared_at(&mut self, index: usize) -> &mut Declared {
+        &mut self.declared[index]
+    }
+
     /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)
     /// entries return normally instead of failing the test.
     pub fn allow_unsupported(&mut self, allow: bool) {
@@ -403,7 +455,8 @@ impl Tracer {
     /// if the trace has unsupported instructions and
     /// [`Tracer::allow_unsupported`] was not set, or if native code freed a
     /// buffer or tracked memory (not executed) and
-    /// [`Tracer::allow_foreign_free`] was not set.
+    /// [`Tracer::allow_foreign_free`] was not set, or if a contract
+    /// declared with [`Tracer::expect_during`] is broken.
     ///
     /// The allocator calls made inside `f` are recorded
     /// ([`Trace::allocations`](traced_ffi_runtime::Trace::allocations)):
@@ -440,6 +493,7 @@ impl Tracer {
                         trace.unknown_syscalls().len()
                     );
                 }
+                trace.expect_declared(&self.declared);
                 (r, trace)
             }
             Err(e) => panic!(
@@ -455,6 +509,9 @@ impl Tracer {
     /// Like [`Tracer::call`], but returns tracing errors instead of
     /// panicking, and never fails because of unsupported instructions or
     /// foreign frees (see [`Trace::foreign_frees`](traced_ffi_runtime::Trace::foreign_frees)).
+    /// Nor does it check the contracts declared with
+    /// [`Tracer::expect_during`] (their broken accesses still carry their
+    /// callers): `trace.expect_declared(t.declarations())` does.
     #[track_caller]
     pub fn try_call<R>(&mut self, f: impl FnOnce() -> R) -> Result<(R, Trace), CallError> {
         self.call_at(Location::caller(), f)
@@ -497,7 +554,10 @@ impl Tracer {
             restore,
             alloc,
             self.code_cache,
-            self.keep_accesses,
+            Recording {
+                keep_accesses: self.keep_accesses,
+                declared: self.declared.clone(),
+            },
         )?;
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         let trace = active.end();

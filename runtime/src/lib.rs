@@ -35,11 +35,12 @@ pub use trace::alloc::{
     AllocFn, Allocation, ForeignFree, ForeignKind, describe_allocation, live_after,
 };
 pub use trace::contract::Expect;
+pub use trace::declared::Declared;
 pub use trace::event::{
     Access, AccessKind, AccessRef, Field, MAX_RECORDED_BYTES, Note, RangeSet, Region, RegionDesc,
     RegionId, RegionKind, Stats, Trace, UnknownSyscall, Unsupported, Unwritten,
 };
 pub use trace::symbols::{describe_ip, source_location, symbolize};
 pub use tracee::arena::{GuardedMapping, page_protection};
-pub use tracee::call::{ActiveCall, AllocTracing, CodeCache, Protection, begin_call};
+pub use tracee::call::{ActiveCall, AllocTracing, CodeCache, Protection, Recording, begin_call};
 pub use tracee::error::{AllocError, CallError, LaunchError};

@@ -65,6 +65,7 @@ use libc::c_int;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::trace::alloc::AllocFn;
+use crate::trace::declared::Declared;
 use crate::trace::event::{Dropped, RegionDesc, Trace};
 
 /// Sent by the supervisor once, right after the fork.
@@ -126,6 +127,9 @@ pub(crate) struct StartCall {
     /// out-of-bounds one), with exact per-region summaries of all; `None`
     /// keeps every access.
     pub(crate) keep_accesses: Option<u64>,
+    /// Contracts declared before the call: the accesses that break one get
+    /// their caller chain.
+    pub(crate) declared: Vec<Declared>,
 }
 
 /// The supervisor's answer to a request.

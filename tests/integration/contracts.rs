@@ -46,7 +46,7 @@ pub(crate) fn panic_message_of(f: impl FnOnce()) -> String {
 }
 
 /// Replaces every `+0x…` instruction offset with `+OFF`: they depend on the compiler.
-fn redact_offsets(text: &str) -> String {
+pub(crate) fn redact_offsets(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("+0x") {

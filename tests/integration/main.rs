@@ -23,6 +23,7 @@ mod contracts;
 mod cost;
 mod cpp;
 mod crash;
+mod declared;
 mod display;
 mod fields;
 mod forms_atomics;

@@ -7,6 +7,7 @@ use libc::pid_t;
 
 use crate::decode::insn::Decoded;
 use crate::layout::{PAGE_SIZE, page_floor, protected_spans};
+use crate::trace::declared::{Declared, Watch};
 use crate::trace::event::{Note, RegionDesc, Stats, UnknownSyscall, Unsupported};
 use crate::trace::store::Records;
 
@@ -34,10 +35,14 @@ pub(super) struct Call {
     pub(super) stats: Stats,
     /// The supervisor's ptrace request count when the call started.
     pub(super) requests_at_start: u64,
-    /// Indices of accesses out of their region's bytes that the current
-    /// fault recorded and that wait for their caller chain (see
-    /// `Supervisor::note_callers_of_out_of_bounds`).
-    pub(super) out_of_bounds: Vec<usize>,
+    /// Indices of the accesses the current fault (or log entry) recorded
+    /// that wait for their caller chain: those out of their region's bytes
+    /// and those that break a contract declared before the call (see
+    /// `Supervisor::note_callers_of_flagged`).
+    pub(super) flagged: Vec<usize>,
+    /// The contracts declared before the call, by region index (`None`: no
+    /// contract on that region).
+    pub(super) watches: Vec<Option<Watch>>,
     /// Whether a report already listed this call's accesses (see
     /// `postmortem`), so that the report of a death does not repeat them.
     pub(super) accesses_shown: bool,
@@ -75,11 +80,25 @@ impl Call {
                 ..Stats::default()
             },
             requests_at_start,
-            out_of_bounds: Vec::new(),
+            flagged: Vec::new(),
+            watches: Vec::new(),
             accesses_shown: false,
             code_cache: true,
             cache_budget: 0,
             cache_region_entries: HashMap::new(),
+        }
+    }
+
+    /// Watches the contracts `declared` before the call; those on regions
+    /// that are not the call's are dropped (the test process checks only
+    /// the call's).
+    pub(super) fn watch(&mut self, declared: Vec<Declared>) {
+        self.watches = self.regions.iter().map(|_| None).collect();
+        for d in declared {
+            if let Some(i) = self.regions.iter().position(|r| r.id == d.region) {
+                let len = self.regions[i].len as usize;
+                self.watches[i] = Some(Watch::new(d, len));
+            }
         }
     }
 

@@ -443,6 +443,7 @@ impl Supervisor {
             if let Some(keep) = start.keep_accesses {
                 call.accesses = Records::bounded(keep, call.regions.iter().map(|r| r.len));
             }
+            call.watch(start.declared);
         }
         self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }

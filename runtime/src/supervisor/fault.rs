@@ -75,7 +75,7 @@ impl Supervisor {
         let mut before: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.before.len());
         if let Some(call) = &mut self.call {
             // Only this fault's operands get this fault's callers.
-            call.out_of_bounds.clear();
+            call.flagged.clear();
         }
         for op in &plan.before {
             let read = op
@@ -88,7 +88,7 @@ impl Supervisor {
             }
             before.push(read);
         }
-        self.note_callers_of_out_of_bounds(&regs);
+        self.note_callers_of_flagged(&regs);
         if plan.after.is_none()
             && let ([op], [read]) = (plan.before.as_slice(), before.as_slice())
             && self.execute_emulated(tid, &decoded, op, read.as_deref(), regs, pending_before)

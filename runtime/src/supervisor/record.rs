@@ -116,16 +116,25 @@ impl Supervisor {
             } else {
                 Err(shown)
             };
+            let offset = (start as i128 - region.start as i128) as isize;
+            let out_of_bounds = start < region.start || start + len > region.end();
+            // An access that breaks a contract declared before the call is
+            // kept (even by a bounded call) and gets its callers.
+            let breaks = call
+                .watches
+                .get_mut(index)
+                .and_then(Option::as_mut)
+                .is_some_and(|w| w.breaks(kind, offset..offset.saturating_add(len as isize)));
             let place = store::Place {
                 kind,
                 region: Some(index),
-                offset: (start as i128 - region.start as i128) as isize,
+                offset,
                 len,
                 tid,
             };
             // A bounded call keeps no record of this access (only its
             // summary): nothing to read back or give callers.
-            let Some(at) = call.accesses.push(place, &origin, bytes) else {
+            let Some(at) = call.accesses.push_kept(place, &origin, bytes, breaks) else {
                 continue;
             };
             if bytes.is_err() {
@@ -136,27 +145,25 @@ impl Supervisor {
                     len: shown,
                 });
             }
-            // An instruction's access out of the region's bytes gets its
-            // callers once the fault's operands are recorded (`on_fault`).
-            if origin.syscall.is_none() && (start < region.start || start + len > region.end()) {
-                call.out_of_bounds.push(at);
+            // An instruction's access out of the region's bytes, or that
+            // breaks a declared contract, gets its callers once the fault's
+            // operands are recorded (`on_fault`).
+            if origin.syscall.is_none() && (out_of_bounds || breaks) {
+                call.flagged.push(at);
             }
         }
     }
 
-    /// Attaches the native caller chain (see `backtrace`) to the
-    /// out-of-bounds accesses this fault recorded (`Call::out_of_bounds`).
-    pub(super) fn note_callers_of_out_of_bounds(&mut self, regs: &user_regs_struct) {
-        if self
-            .call
-            .as_ref()
-            .is_none_or(|c| c.out_of_bounds.is_empty())
-        {
+    /// Attaches the native caller chain (see `backtrace`) to the accesses
+    /// this fault recorded out of bounds or breaking a declared contract
+    /// (`Call::flagged`).
+    pub(super) fn note_callers_of_flagged(&mut self, regs: &user_regs_struct) {
+        if self.call.as_ref().is_none_or(|c| c.flagged.is_empty()) {
             return;
         }
         let callers = self.callers(regs);
         if let Some(call) = &mut self.call {
-            for i in std::mem::take(&mut call.out_of_bounds) {
+            for i in std::mem::take(&mut call.flagged) {
                 call.accesses.set_callers(i, &callers);
             }
         }

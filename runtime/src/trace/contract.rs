@@ -6,12 +6,18 @@
 //! trace.expect(&out).writes_exactly(0..n).reads_nothing();
 //! trace.expect(&input).reads_exactly(0..n).writes_nothing().reads_each_byte_at_most(1);
 //! trace.expect(&out).initialises(0..n);        // every byte Rust will treat as initialised
+//! trace.expect(&out).writes_only(0..n);         // a subset: bytes may stay unwritten
+//! trace.expect(&input).reads_only(0..n);
 //! trace.expect(&scratch).reads_only_after_writing();
 //! trace.expect_no_out_of_bounds();
 //! trace.expect_allocates_nothing();             // or:
 //! trace.expect_frees_everything_it_allocates();
 //! trace.expect_never_frees_given_memory();
 //! ```
+//!
+//! The same contracts declared before the call (`Tracer::expect_during`)
+//! are checked by [`Trace::expect_declared`], and give their offending
+//! accesses' native callers (see `declared.rs`).
 //!
 //! Each check panics (at the caller's line, `#[track_caller]`) when the
 //! contract does not hold, and returns the [`Expect`] so checks chain.
@@ -20,12 +26,17 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use super::alloc::{Allocation, describe_allocation};
+use super::declared::{Declared, covers};
 use super::event::{AccessKind, AccessRef, RangeSet, Region, RegionDesc, Trace};
 use super::store::Summary;
 use super::symbols::{describe_ip, source_location};
 
 /// Bytes per row of a byte map.
 const MAP_ROW: usize = 64;
+
+/// Offending accesses a failure lists (the byte sets and map above them
+/// cover all).
+const MAX_OFFENDING: usize = 32;
 
 /// Fails the test with the explanation of a broken contract. Contracts are
 /// assertions: like `assert!`, a broken one panics at the caller's line
@@ -69,6 +80,9 @@ pub struct Expect<'t> {
     region: RegionDesc,
     /// The region's index in the trace's regions.
     index: usize,
+    /// Whether the contracts were declared before the call
+    /// (`Tracer::expect_during`), for the message.
+    declared: bool,
 }
 
 impl Trace {
@@ -85,6 +99,7 @@ impl Trace {
                 trace: self,
                 region: self.regions()[index].clone(),
                 index,
+                declared: false,
             },
             None => contract_failed(format!(
                 "contract on region {id:?}, which is not a region of this call (its regions: {})",
@@ -94,6 +109,42 @@ impl Trace {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
+        }
+    }
+
+    /// Checks the contracts declared before the call (`Tracer::expect_during`
+    /// in the harness, which calls this at the end of each call); those on
+    /// regions that are not this call's are skipped. The accesses that break
+    /// one carry their native callers (see [`Access::callers`](super::event::Access::callers)).
+    ///
+    /// # Panics
+    /// As the contracts of [`Expect`], at the first broken one; the message
+    /// says it was declared before the call.
+    #[track_caller]
+    pub fn expect_declared(&self, declared: &[Declared]) {
+        for d in declared {
+            let Some(index) = self.region_index(&d.region) else {
+                continue;
+            };
+            let mut e = Expect {
+                trace: self,
+                region: self.regions()[index].clone(),
+                index,
+                declared: true,
+            };
+            e = match &d.writes {
+                Some(w) if w.is_empty() => e.writes_nothing(),
+                Some(w) => e.writes_within(w),
+                None => e,
+            };
+            e = match &d.reads {
+                Some(r) if r.is_empty() => e.reads_nothing(),
+                Some(r) => e.reads_within(r),
+                None => e,
+            };
+            if d.reads_after_writing {
+                let _ = e.reads_only_after_writing();
+            }
         }
     }
 
@@ -239,8 +290,13 @@ impl<'t> Expect<'t> {
         sets: &[(&str, String)],
         offending_accesses: &[AccessRef<'_>],
     ) -> ! {
+        let when = if self.declared {
+            " (declared before the call with `Tracer::expect_during`)"
+        } else {
+            ""
+        };
         let mut msg = format!(
-            "contract failed: `{}` {contract}\n  region `{}`: {} bytes\n",
+            "contract failed: `{}` {contract}{when}\n  region `{}`: {} bytes\n",
             self.region.name, self.region.name, self.region.len
         );
         for (label, set) in sets {
@@ -302,6 +358,66 @@ impl<'t> Expect<'t> {
                 "writes nothing",
                 &[("written", fmt_set(&self.written_or_maybe()))],
                 &stores,
+            );
+        }
+        self
+    }
+
+    /// No byte outside `bytes` was written or maybe written (in bounds or
+    /// out); the bytes of `bytes` may be left unwritten (see
+    /// [`Expect::writes_exactly`] for "all of them").
+    #[track_caller]
+    pub fn writes_only(self, bytes: Range<usize>) -> Self {
+        self.writes_within(&std::iter::once(bytes).collect())
+    }
+
+    #[track_caller]
+    fn writes_within(self, allowed: &RangeSet) -> Self {
+        let stray: Vec<AccessRef<'_>> = self
+            .accesses()
+            .filter(|a| Self::is_store(a) && !covers(allowed, &a.range()))
+            .collect();
+        let written = self.written_or_maybe();
+        let outside = minus(&written, allowed);
+        if !stray.is_empty() || !outside.is_empty() {
+            self.fail(
+                &format!("writes only {}", fmt_ranges(allowed)),
+                &[
+                    ("allowed", fmt_set(allowed)),
+                    ("written", fmt_set(&written)),
+                    ("outside", fmt_set(&outside)),
+                ],
+                &stray,
+            );
+        }
+        self
+    }
+
+    /// No byte outside `bytes` was read (in bounds or out); the bytes of
+    /// `bytes` may be left unread (see [`Expect::reads_exactly`] for "all
+    /// of them").
+    #[track_caller]
+    pub fn reads_only(self, bytes: Range<usize>) -> Self {
+        self.reads_within(&std::iter::once(bytes).collect())
+    }
+
+    #[track_caller]
+    fn reads_within(self, allowed: &RangeSet) -> Self {
+        let stray: Vec<AccessRef<'_>> = self
+            .accesses()
+            .filter(|a| a.kind == AccessKind::Read && !covers(allowed, &a.range()))
+            .collect();
+        let read = self.trace.read(&self.region.id);
+        let outside = minus(&read, allowed);
+        if !stray.is_empty() || !outside.is_empty() {
+            self.fail(
+                &format!("reads only {}", fmt_ranges(allowed)),
+                &[
+                    ("allowed", fmt_set(allowed)),
+                    ("read", fmt_set(&read)),
+                    ("outside", fmt_set(&outside)),
+                ],
+                &stray,
             );
         }
         self
@@ -525,6 +641,27 @@ fn bounded_note(trace: &Trace, out: &mut String) {
 }
 
 /// True if every byte of `r` lies in `bytes`.
+/// The bytes of `a` that are not in `b`.
+fn minus(a: &RangeSet, b: &RangeSet) -> RangeSet {
+    let mut out = Vec::new();
+    for r in a.ranges() {
+        let mut start = r.start;
+        for s in b.ranges() {
+            if s.end <= start || s.start >= r.end {
+                continue;
+            }
+            if s.start > start {
+                out.push(start..s.start);
+            }
+            start = start.max(s.end);
+        }
+        if start < r.end {
+            out.push(start..r.end);
+        }
+    }
+    RangeSet::from_unsorted(out)
+}
+
 fn within(r: Range<isize>, bytes: &Range<usize>) -> bool {
     r.start >= bytes.start as isize && r.end <= bytes.end as isize
 }
@@ -538,6 +675,27 @@ fn clip(r: Range<isize>, len: usize) -> Range<usize> {
 
 fn fmt_range(r: &Range<usize>) -> String {
     format!("[{:#x}..{:#x}]", r.start, r.end)
+}
+
+/// `file:line` from `source` (`function (file:line)`) when `function` is
+/// already shown (`site` is `function+0x..`); `source` whole otherwise (an
+/// inlined chain, another name).
+fn without_function<'s>(source: &'s str, site: &str) -> &'s str {
+    let function = site.rsplit_once('+').map_or(site, |(f, _)| f);
+    match source
+        .strip_prefix(function)
+        .and_then(|r| r.strip_prefix(" ("))
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        Some(at) if !source.contains(" inlined into ") => at,
+        _ => source,
+    }
+}
+
+/// `[0x0..0x8], [0xc..0x10]`: the ranges of a set, without the count.
+fn fmt_ranges(set: &RangeSet) -> String {
+    let ranges: Vec<String> = set.ranges().iter().map(fmt_range).collect();
+    ranges.join(", ")
 }
 
 fn fmt_set(set: &RangeSet) -> String {
@@ -661,7 +819,7 @@ fn offending(trace: &Trace, accesses: &[AccessRef<'_>], out: &mut String) {
         return;
     }
     let _ = writeln!(out, "  offending access(es):");
-    for a in accesses {
+    for a in accesses.iter().take(MAX_OFFENDING) {
         let bytes: Vec<String> = a
             .bytes
             .iter()
@@ -685,12 +843,19 @@ fn offending(trace: &Trace, accesses: &[AccessRef<'_>], out: &mut String) {
         }
         for ret in a.callers {
             // The call instruction is just before the return address.
-            let site = source_location(ret - 1).map_or(String::new(), |s| format!(" ({s})"));
-            let _ = writeln!(
-                out,
-                "                called from {}{site}",
-                describe_ip(*ret)
-            );
+            let caller = describe_ip(*ret);
+            let site = source_location(ret - 1).map_or(String::new(), |s| {
+                format!(" ({})", without_function(&s, &caller))
+            });
+            let _ = writeln!(out, "                called from {caller}{site}");
         }
+    }
+    if accesses.len() > MAX_OFFENDING {
+        let _ = writeln!(
+            out,
+            "    ... and {} more offending access(es), not listed (the byte sets and map above \
+             cover them all)",
+            accesses.len() - MAX_OFFENDING
+        );
     }
 }

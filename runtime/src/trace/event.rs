@@ -127,10 +127,12 @@ pub struct Access {
     /// `buf` of `read(fd, buf, n)`), the call's name; `None` for an access
     /// made by an instruction. `ip` is then the `syscall` instruction.
     pub syscall: Option<String>,
-    /// For an access out of its region's bounds: the return addresses of the
-    /// native callers of the function that made it, innermost first, as far
-    /// as frame pointers allow (often only the first caller, or none, in
-    /// code built without them). Empty for other accesses.
+    /// For an access out of its region's bounds, or that breaks a contract
+    /// declared before the call (`Tracer::expect_during`): the return
+    /// addresses of the native callers of the function that made it,
+    /// innermost first, as far as frame pointers allow (often only the first
+    /// caller, or none, in code built without them). Empty for other
+    /// accesses.
     pub callers: Vec<u64>,
 }
 
@@ -164,7 +166,8 @@ pub struct AccessRef<'a> {
     pub insn: &'a str,
     /// The system call, for an access the kernel made.
     pub syscall: Option<&'a str>,
-    /// The native callers of an out-of-bounds access (see [`Access::callers`]).
+    /// The native callers of an out-of-bounds access, or of one that broke a
+    /// declared contract (see [`Access::callers`]).
     pub callers: &'a [u64],
     /// True if the access touched bytes outside its region (see
     /// [`Trace::is_out_of_bounds`]).

@@ -7,11 +7,13 @@
 //!   share;
 //! - `symbols`: instruction addresses to `symbol+offset`, `/proc/PID/maps`;
 //! - `contract`: memory contracts whose failure explains itself;
+//! - `declared`: contracts declared before a call, watched as it runs;
 //! - `snapshot`: a rendering that stays the same across builds;
 //! - `store`: how a trace holds its accesses (compact records).
 
 pub(crate) mod alloc;
 pub(crate) mod contract;
+pub(crate) mod declared;
 pub(crate) mod event;
 pub(crate) mod kind;
 pub(crate) mod mapped;

@@ -544,6 +544,19 @@ impl Records {
         origin: &Origin<'_>,
         bytes: Result<&[u8], usize>,
     ) -> Option<usize> {
+        self.push_kept(at, origin, bytes, false)
+    }
+
+    /// As [`Records::push`]; with `keep`, a bounded store keeps the access
+    /// in full however many it kept (an access that breaks a contract
+    /// declared before the call).
+    pub(crate) fn push_kept(
+        &mut self,
+        at: Place,
+        origin: &Origin<'_>,
+        bytes: Result<&[u8], usize>,
+        keep: bool,
+    ) -> Option<usize> {
         let Place {
             kind,
             region,
@@ -559,7 +572,7 @@ impl Records {
                     && (offset as u128).saturating_add(u128::from(len)) <= u128::from(s.len);
                 s.note(kind, offset, len);
             }
-            if inside && self.len as u64 >= bound.keep {
+            if inside && !keep && self.len as u64 >= bound.keep {
                 bound.dropped += 1;
                 return None;
             }

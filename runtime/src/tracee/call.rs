@@ -9,6 +9,7 @@ use super::error::CallError;
 use super::start::{self, State};
 use crate::layout::{CLIENT_GADGET_OFFSET, protected_spans};
 use crate::protocol::{self, Reply, Request, StartCall};
+use crate::trace::declared::Declared;
 use crate::trace::event::{RegionDesc, Trace};
 
 /// A `mprotect` to apply: `(start, len, prot)`.
@@ -75,12 +76,25 @@ pub struct AllocTracing {
     pub native_blocks: Vec<u64>,
 }
 
+/// What a call's trace keeps, and the contracts declared before the call.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    /// Keep only the first this many accesses in full (and every
+    /// out-of-bounds one and every one that breaks a declared contract);
+    /// `None` keeps every access.
+    pub keep_accesses: Option<u64>,
+    /// Contracts declared before the call: an access that breaks one gets
+    /// its native caller chain (see `trace/declared.rs`).
+    pub declared: Vec<Declared>,
+}
+
 /// Starts a traced call on the current thread.
 ///
 /// `regions` are registered with the supervisor and their spans set to
 /// `PROT_NONE`; `restore` is what [`ActiveCall::end`] applies afterwards.
-/// `keep_accesses` bounds the accesses the trace keeps in full (see
-/// `Tracer::keep_accesses` in the harness).
+/// `recording` bounds the accesses the trace keeps in full (see
+/// `Tracer::keep_accesses` in the harness) and carries the contracts
+/// declared before the call (`Tracer::expect_during`).
 ///
 /// Between the supervisor's answer and the end request, this side of the
 /// call allocates nothing (unless a `mprotect` fails), so that the
@@ -92,7 +106,7 @@ pub fn begin_call(
     restore: Vec<Protection>,
     alloc: AllocTracing,
     code_cache: CodeCache,
-    keep_accesses: Option<u64>,
+    recording: Recording,
 ) -> Result<ActiveCall, CallError> {
     let client = match start::state() {
         Some(State::Traced(client)) => client,
@@ -145,7 +159,8 @@ pub fn begin_call(
         native_blocks: alloc.native_blocks,
         code_cache: code_cache.enabled,
         cache_budget: code_cache.budget,
-        keep_accesses,
+        keep_accesses: recording.keep_accesses,
+        declared: recording.declared,
     };
     let start = Request::StartCall(start);
     let start_parts = protocol::encode_request(&start).map_err(io_err)?;

@@ -377,18 +377,14 @@ impl Supervisor {
             };
             let origin = Origin::insn(&site.decoded);
             self.record_logged(tid, &origin, &op, site.kind, value);
-            if self
-                .call
-                .as_ref()
-                .is_some_and(|c| !c.out_of_bounds.is_empty())
-            {
+            if self.call.as_ref().is_some_and(|c| !c.flagged.is_empty()) {
                 // SAFETY: user_regs_struct is plain old data; all zeroes is
                 // a valid value.
                 let mut regs: user_regs_struct = unsafe { std::mem::zeroed() };
                 regs.rip = site.decoded.insn.ip();
                 regs.rbp = rbp;
                 regs.rsp = rbp;
-                self.note_callers_of_out_of_bounds(&regs);
+                self.note_callers_of_flagged(&regs);
             }
             recorded += 1;
             at = value_at + site.value_len() as usize;
