@@ -157,7 +157,7 @@ unsafe extern "C" {
 /// False when the environment turns the cache off for the whole run
 /// (`TRACED_FFI_CACHE=off`, as CI's second run of the suite does): the
 /// traces are then still compared, the cache's own figures are not.
-fn cache_on() -> bool {
+pub(crate) fn cache_on() -> bool {
     std::env::var("TRACED_FFI_CACHE").as_deref() != Ok("off")
 }
 

@@ -177,10 +177,12 @@ fn writes_breaking_a_declared_contract_inside_translated_code_get_the_same_calle
     t: &mut Tracer,
 ) {
     let cached = fill_past_declared_bytes(t, 4096);
-    assert!(
-        cached.stats().cache_entries >= 1,
-        "the loop ran translated\n{cached}"
-    );
+    if crate::cache::cache_on() {
+        assert!(
+            cached.stats().cache_entries >= 1,
+            "the loop ran translated\n{cached}"
+        );
+    }
     t.use_code_cache(false);
     let stepped = fill_past_declared_bytes(t, 4096);
     assert_eq!(stepped.stats().cache_entries, 0);
