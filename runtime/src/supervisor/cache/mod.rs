@@ -349,6 +349,13 @@ impl Supervisor {
             .get(&slot)
             .map(|cs| cs.sites.clone())
             .unwrap_or_default();
+        // The protected spans, to pass over entries that touch none (the
+        // stack, native code's own heap) without building an access.
+        let protected = self
+            .call
+            .as_ref()
+            .map(|c| c.protected.clone())
+            .unwrap_or_default();
         let mut at = 0usize;
         let mut recorded = 0u64;
         while at < bytes.len() {
@@ -366,6 +373,12 @@ impl Supervisor {
             let Some(value) = bytes.get(value_at..value_at + shown) else {
                 break;
             };
+            let (lo, hi) = (addr, addr.saturating_add(site.size));
+            if !protected.iter().any(|&(s, e)| lo < e && hi > s) {
+                recorded += 1;
+                at = value_at + site.value_len() as usize;
+                continue;
+            }
             let kinds: &'static [AccessKind] = match site.kind {
                 AccessKind::Read => &[AccessKind::Read],
                 _ => &[AccessKind::Write],
