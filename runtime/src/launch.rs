@@ -10,8 +10,9 @@ use std::io;
 use std::os::unix::net::UnixStream;
 
 use crate::layout::{
-    CACHE_GUARD_OFFSET, CLIENT_GADGET, CLIENT_GADGET_OFFSET, GADGET, GADGET_OFFSET, PAGE_SIZE,
-    RETURN_TRAP, RETURN_TRAP_OFFSET, STUB_AREA_SIZE, THREAD_SLOTS, cache_slot_base,
+    CACHE_GUARD_OFFSET, CACHE_LOG_OFFSET, CACHE_LOG_SIZE, CLIENT_GADGET, CLIENT_GADGET_OFFSET,
+    GADGET, GADGET_OFFSET, PAGE_SIZE, RETURN_TRAP, RETURN_TRAP_OFFSET, STUB_AREA_SIZE,
+    THREAD_SLOTS, cache_slot_base,
 };
 use crate::supervisor;
 pub use crate::tracee::start::Launched;
@@ -89,6 +90,26 @@ fn map_stub_area() -> io::Result<u64> {
         )
     };
     for slot in 0..THREAD_SLOTS {
+        // The log is shared with the supervisor (mapped before the fork, at
+        // the same address in both): it reads a drained log in place
+        // instead of through `/proc/PID/mem`. Only translated code writes
+        // it, which a forked child of the test process never runs.
+        let log = cache_slot_base(p as u64, slot) + CACHE_LOG_OFFSET;
+        // SAFETY: MAP_FIXED replaces pages inside the stub area just mapped,
+        // which nothing else uses yet.
+        let shared = unsafe {
+            libc::mmap(
+                log as *mut libc::c_void,
+                CACHE_LOG_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if shared == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
         let guard = cache_slot_base(p as u64, slot) + CACHE_GUARD_OFFSET;
         // The translated code of the code cache appends to the log before
         // this page and faults here when the log is full.
