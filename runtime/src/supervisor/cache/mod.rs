@@ -326,25 +326,17 @@ impl Supervisor {
         if end <= log || end > log + (CACHE_GUARD_OFFSET - CACHE_LOG_OFFSET) {
             return;
         }
-        let len = (end - log) as usize;
-        let mut bytes = std::mem::take(&mut self.cache.log_copy);
-        bytes.clear();
-        bytes.reserve(len);
         // SAFETY: the log is a shared mapping of CACHE_LOG_SIZE bytes made
         // before the fork at this address in both processes
-        // (`launch::map_stub_area`), and `len` is within it (checked
-        // above). The only writer, `tid`'s translated code, is stopped (a
-        // log is drained at a stop), so the bytes do not change under the
-        // copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(log as *const u8, bytes.as_mut_ptr(), len);
-            bytes.set_len(len);
-        }
+        // (`launch::map_stub_area`), never unmapped, and `end - log` is
+        // within it (checked above). Its only writer, `tid`'s translated
+        // code, is stopped until this drain is over (a log is drained at a
+        // stop), so the bytes do not change while they are read in place.
+        let bytes = unsafe { std::slice::from_raw_parts(log as *const u8, (end - log) as usize) };
         if !self.write_cells(slot, cell::LOG_PTR, &[log]) {
             report(format_args!("cannot empty the access log of thread {tid}"));
         }
-        self.record_log(tid, slot, &bytes);
-        self.cache.log_copy = bytes;
+        self.record_log(tid, slot, bytes);
     }
 
     /// Turns log entries into accesses.

@@ -33,8 +33,6 @@ pub(in crate::supervisor) struct CodeCache {
     pub(in crate::supervisor) verbose: bool,
     /// Entries per address, counted when verbose.
     pub(in crate::supervisor) entries: HashMap<u64, u64>,
-    /// The copy of a log being drained, kept between drains.
-    pub(in crate::supervisor) log_copy: Vec<u8>,
 }
 
 impl CodeCache {
@@ -58,7 +56,6 @@ impl CodeCache {
             holder: None,
             verbose: std::env::var("TRACED_FFI_CACHE").as_deref() == Ok("verbose"),
             entries: HashMap::new(),
-            log_copy: Vec::new(),
         }
     }
 }
