@@ -19,7 +19,8 @@
 //!     (see supervisor/cache/):
 //!     +0x0000 DATA    spill cells, the log pointer, the budget, the exit
 //!                     target, the flag that makes exits trap
-//!     +0x1000 LOG     the access log the translated code appends to
+//!     +0x1000 LOG     the access log the translated code appends to: a
+//!                     shared mapping, so the supervisor reads it in place
 //!     then    GUARD   one PROT_NONE page: a full log faults there
 //!     then    GATES   the code that opens the call's pages and jumps into
 //!                     the cache, and the code that closes them on the way out
