@@ -43,6 +43,7 @@ mod signals;
 mod simd;
 mod stale_args;
 mod state;
+mod streaming;
 mod structs;
 mod syscalls;
 mod threads;
