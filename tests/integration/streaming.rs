@@ -281,3 +281,66 @@ fn assert_exact_copy_prefix(trace: &Trace, src: &impl Region, dst: &impl Region,
         );
     }
 }
+
+/// The supervisor's `RLIMIT_FSIZE` (soft limit), set to `bytes` (`None`:
+/// back to `old`); returns the limits before.
+fn set_supervisor_file_size_limit(bytes: Option<u64>, old: libc::rlimit) -> libc::rlimit {
+    // SAFETY: getppid has no preconditions; this process's parent is its
+    // supervisor.
+    let supervisor = unsafe { libc::getppid() };
+    let mut before = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the limits into a valid rlimit.
+    let got = unsafe {
+        libc::prlimit(
+            supervisor,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut before,
+        )
+    };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = match bytes {
+        Some(b) => libc::rlimit {
+            rlim_cur: b,
+            rlim_max: before.rlim_max,
+        },
+        None => old,
+    };
+    // SAFETY: sets the soft limit, at most the hard one, from a valid rlimit.
+    let set = unsafe { libc::prlimit(supervisor, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    before
+}
+
+#[traced_ffi]
+fn a_memfd_that_refuses_a_write_leaves_the_rest_of_the_trace_in_the_reply_exact(t: &mut Tracer) {
+    let n = 256 << 10;
+    let data = pattern(n);
+    let src = t.buffer_from("src", &data);
+    let mut dst = t.buffer("dst", n);
+    // The supervisor's writes to the memfd fail (EFBIG, after a short one)
+    // past 2.5 MiB: two chunks of records and one of values fit.
+    let cap = 5u64 << 19;
+    let unset = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let old = set_supervisor_file_size_limit(Some(cap), unset);
+    // SAFETY: both buffers hold n bytes.
+    let ((), trace) = t.call(|| unsafe { (O2.copy_bytes)(dst.as_mut_ptr(), src.as_ptr(), n) });
+    set_supervisor_file_size_limit(None, old);
+    let streamed = trace.stats().streamed_bytes;
+    assert!(
+        (CHUNK_BYTES..=cap).contains(&streamed),
+        "{streamed} bytes streamed"
+    );
+    assert_exact_copy(&trace, &src, &dst, &data);
+    // The next call streams again.
+    // SAFETY: as above.
+    let ((), again) = t.call(|| unsafe { (O2.copy_bytes)(dst.as_mut_ptr(), src.as_ptr(), n) });
+    assert!(again.stats().streamed_bytes >= 8 * CHUNK_BYTES);
+    assert_exact_copy(&again, &src, &dst, &data);
+}

@@ -100,8 +100,9 @@ pub(crate) fn supervise(
 ) -> ! {
     // The terminal's Ctrl-C and Ctrl-\ go to the whole process group: let the
     // child take them and mirror its death. A reply to a dead child must not
-    // kill the supervisor.
-    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+    // kill the supervisor, nor a write to the memfd past `RLIMIT_FSIZE` (it
+    // fails with EFBIG instead: see `stream`).
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE, libc::SIGXFSZ] {
         // SAFETY: setting a standard disposition.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }

@@ -8,7 +8,6 @@ use std::os::unix::fs::FileExt;
 
 use super::call::Call;
 use super::core::Supervisor;
-use super::report::report;
 use crate::trace::store::Part;
 
 impl Supervisor {
@@ -18,8 +17,10 @@ impl Supervisor {
     /// stop) or while an out-of-bounds access waits for its callers: the
     /// oldest of those is the limit. Called after each stop is handled;
     /// costs a comparison until a second chunk of records exists. A write
-    /// the memfd refuses (ENOSPC, ...) ends streaming for the call: the
-    /// rest stays here and goes in the reply, nothing is lost.
+    /// the memfd refuses (ENOSPC, EFBIG past `RLIMIT_FSIZE`, ...) ends
+    /// streaming for the call, silently: the rest stays here and goes in
+    /// the reply, nothing is lost (`Stats::streamed_bytes` shows where it
+    /// stopped).
     pub(super) fn stream_finished_chunks(&mut self) {
         let Some(call) = &mut self.call else { return };
         if !call.streams || call.accesses.chunks_held() < 2 {
@@ -44,13 +45,13 @@ impl Supervisor {
             streams,
             ..
         } = &mut *call;
-        let mut failed = None;
+        let mut failed = false;
         accesses.stream_out(limit, |part| {
             let bytes = match part {
                 Part::Records(b) | Part::Values(b) => b,
             };
-            if let Err(e) = memfd.write_all_at(bytes, *streamed_end) {
-                failed = Some(e);
+            if memfd.write_all_at(bytes, *streamed_end).is_err() {
+                failed = true;
                 return false;
             }
             match part {
@@ -61,13 +62,8 @@ impl Supervisor {
             stats.streamed_bytes += bytes.len() as u64;
             true
         });
-        if let Some(e) = failed {
+        if failed {
             *streams = false;
-            report(format_args!(
-                "cannot stream the trace of test `{}`'s call at {} to the memfd ({e}): its \
-                 later records stay in the supervisor's memory until the call ends",
-                call.test, call.call
-            ));
         }
     }
 }
