@@ -386,9 +386,14 @@ mod tests {
             Stats::default(),
         );
         let mut wire = Vec::new();
+        // Where chunks streamed to the memfd lie travels with the rest.
+        let streamed = Streamed {
+            records: vec![0, 1 << 20],
+            values: vec![(2 << 20, 12_345)],
+        };
         let reply = Reply::Trace {
             trace: Box::new(trace.clone()),
-            streamed: Streamed::default(),
+            streamed: streamed.clone(),
         };
         write_frame(&mut wire, &reply).expect("write to a Vec");
         write_frame(&mut wire, &Reply::Refused("next".into())).expect("write to a Vec");
@@ -398,7 +403,12 @@ mod tests {
             matches!(reply, Ok(Reply::Trace { .. })),
             "not a trace: {reply:?}"
         );
-        if let Ok(Reply::Trace { trace: back, .. }) = reply {
+        if let Ok(Reply::Trace {
+            trace: back,
+            streamed: where_,
+        }) = reply
+        {
+            assert_eq!(where_, streamed);
             assert_eq!(*back, trace);
             assert_eq!(back.access_count(), n);
         }
