@@ -6,7 +6,9 @@
 //! Before forking it sets up what both processes must share at the same
 //! addresses (see `layout`): the stub area and the buffer reservation.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
 use crate::layout::{
@@ -121,6 +123,19 @@ fn map_stub_area() -> io::Result<u64> {
     Ok(p as u64)
 }
 
+/// The file both processes share for the traces of calls (see
+/// `protocol`): a memfd, closed on exec. `None` if the kernel refuses one:
+/// traces then travel whole in the reply at the end of each call.
+fn trace_memfd() -> Option<File> {
+    // SAFETY: a NUL-terminated name and valid flags.
+    let fd = unsafe { libc::memfd_create(c"traced-ffi-trace".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Some(unsafe { File::from_raw_fd(fd) })
+}
+
 /// Forks the supervisor and returns in the child (the traced test process).
 ///
 /// The parent never returns: it supervises the child and exits with the
@@ -156,6 +171,9 @@ fn launch_once() -> Result<Launched, LaunchError> {
     let reserved = arena::reserve().ok();
     let (parent_end, child_end) =
         UnixStream::pair().map_err(setup("create the supervisor socket"))?;
+    // Made before the fork: one file, the same for both. A child the test
+    // process forks inherits it (closed at its exec) and never reads it.
+    let memfd = trace_memfd();
     // SAFETY: getpid has no preconditions.
     let parent_pid = unsafe { libc::getpid() };
     // SAFETY: the process has one thread (checked above), so the child is a
@@ -166,10 +184,10 @@ fn launch_once() -> Result<Launched, LaunchError> {
     }
     if pid == 0 {
         drop(parent_end);
-        return start::start(child_end, parent_pid, reserved, stub_base);
+        return start::start(child_end, parent_pid, reserved, stub_base, memfd);
     }
     drop(child_end);
-    supervisor::supervise(pid, parent_end, stub_base, reserved)
+    supervisor::supervise(pid, parent_end, stub_base, reserved, memfd)
 }
 
 /// Marks this process as untraced without forking (e.g. `--list`).

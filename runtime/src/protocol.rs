@@ -29,14 +29,23 @@
 //! read Reply  <───────────────────────── write Reply::Started (or Refused)
 //! mprotect(spans, PROT_NONE)
 //! run the native code ...                each SIGSEGV of T on a protected page: decode,
-//!                                        record, execute once, re-protect (see fault.rs)
+//!                                        record, execute once, re-protect (see fault.rs);
+//!                                        each full chunk of records that can no longer
+//!                                        change: pwrite to the memfd, freed
 //! mprotect(spans, back to RW)
 //! write Request::EndCall{restore} ─────>
 //! tgkill(T, SIGSTOP)                     doorbell checked as above; read EndCall;
 //!                                        build the Trace; PTRACE_CONT(T)
 //! read Reply  <───────────────────────── write Reply::Trace (after resuming T: the
-//! unpin T; unlock CALL_LOCK              trace may be larger than the socket buffer)
+//! pread the streamed chunks from the     trace may be larger than the socket buffer)
+//! memfd into the trace; ftruncate(0)
+//! unpin T; unlock CALL_LOCK
 //! ```
+//!
+//! The memfd (see `launch`) is shared by both processes: the supervisor
+//! appends the chunks of the call's trace that can no longer change to it
+//! during the call (`trace/store.rs`, `Records::stream_out`) and frees them;
+//! `Reply::Trace` carries the rest and where the streamed chunks lie.
 //!
 //! Every request is answered by exactly one reply, written only after the
 //! requesting thread has been resumed. A request is only ever sent while
@@ -67,6 +76,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::trace::alloc::AllocFn;
 use crate::trace::declared::Declared;
 use crate::trace::event::{Dropped, RegionDesc, Trace};
+use crate::trace::store::Streamed;
 
 /// Sent by the supervisor once, right after the fork.
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,8 +152,12 @@ pub(crate) enum Reply {
     Started { arm: u16 },
     /// The request was refused, with the reason.
     Refused(String),
-    /// The call's trace.
-    Trace(Box<Trace>),
+    /// The call's trace, without the chunks of its records streamed to
+    /// the memfd during the call (`streamed` says where they lie).
+    Trace {
+        trace: Box<Trace>,
+        streamed: Streamed,
+    },
 }
 
 /// Writes one length-prefixed postcard frame. A large message (a trace) is
@@ -376,15 +390,29 @@ mod tests {
             Stats::default(),
         );
         let mut wire = Vec::new();
-        write_frame(&mut wire, &Reply::Trace(Box::new(trace.clone()))).expect("write to a Vec");
+        // Where chunks streamed to the memfd lie travels with the rest.
+        let streamed = Streamed {
+            records: vec![0, 1 << 20],
+            values: vec![(2 << 20, 12_345)],
+        };
+        let reply = Reply::Trace {
+            trace: Box::new(trace.clone()),
+            streamed: streamed.clone(),
+        };
+        write_frame(&mut wire, &reply).expect("write to a Vec");
         write_frame(&mut wire, &Reply::Refused("next".into())).expect("write to a Vec");
         let mut r = &wire[..];
         let reply = read_frame::<Reply>(&mut r);
         assert!(
-            matches!(reply, Ok(Reply::Trace(_))),
+            matches!(reply, Ok(Reply::Trace { .. })),
             "not a trace: {reply:?}"
         );
-        if let Ok(Reply::Trace(back)) = reply {
+        if let Ok(Reply::Trace {
+            trace: back,
+            streamed: where_,
+        }) = reply
+        {
+            assert_eq!(where_, streamed);
             assert_eq!(*back, trace);
             assert_eq!(back.access_count(), n);
         }

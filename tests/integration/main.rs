@@ -44,6 +44,7 @@ mod signals;
 mod simd;
 mod stale_args;
 mod state;
+mod streaming;
 mod structs;
 mod syscalls;
 mod threads;

@@ -9,7 +9,7 @@ use crate::decode::insn::Decoded;
 use crate::layout::{PAGE_SIZE, page_floor, protected_spans};
 use crate::trace::declared::{Declared, Watch};
 use crate::trace::event::{Note, RegionDesc, Stats, UnknownSyscall, Unsupported};
-use crate::trace::store::Records;
+use crate::trace::store::{Records, Streamed};
 
 /// Page ranges to open or close: `(start, len)`, merged.
 pub(super) type Ranges = Vec<(u64, u64)>;
@@ -52,6 +52,13 @@ pub(super) struct Call {
     pub(super) cache_budget: u64,
     /// Entries into the code cache per region entry address.
     pub(super) cache_region_entries: HashMap<u64, u32>,
+    /// Whether the call's finished chunks of records go to the memfd
+    /// (`stream`): the test's call, while the memfd takes them.
+    pub(super) streams: bool,
+    /// Where the chunks streamed so far lie in the memfd.
+    pub(super) streamed: Streamed,
+    /// The memfd's bytes written so far in this call.
+    pub(super) streamed_end: u64,
 }
 
 impl Call {
@@ -86,6 +93,9 @@ impl Call {
             code_cache: true,
             cache_budget: 0,
             cache_region_entries: HashMap::new(),
+            streams: false,
+            streamed: Streamed::default(),
+            streamed_end: 0,
         }
     }
 

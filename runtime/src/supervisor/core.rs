@@ -22,7 +22,7 @@ use super::thread::{Births, Thread};
 use crate::layout::{in_reservation, is_in_stub_code};
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::trace::event::{Dropped, MAX_RECORDED_BYTES, Note, Trace};
-use crate::trace::store::Records;
+use crate::trace::store::{Records, Streamed};
 
 /// `SEGV_ACCERR` (siginfo.h): the mapping forbids the access.
 pub(super) const SEGV_ACCERR: c_int = 2;
@@ -76,6 +76,9 @@ pub(super) struct Supervisor {
     pub(super) cache: CodeCache,
     /// The test process's threads, from the clone events (`threads`).
     pub(super) births: Births,
+    /// The memfd both processes share, where a call's finished chunks of
+    /// records go during the call (`stream`); `None` if there is none.
+    pub(super) memfd: Option<File>,
 }
 
 /// `PTRACE_O_*` options for the seize.
@@ -93,11 +96,13 @@ pub(crate) fn supervise(
     mut sock: UnixStream,
     stub_base: u64,
     reservation: Option<u64>,
+    memfd: Option<File>,
 ) -> ! {
     // The terminal's Ctrl-C and Ctrl-\ go to the whole process group: let the
     // child take them and mirror its death. A reply to a dead child must not
-    // kill the supervisor.
-    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+    // kill the supervisor, nor a write to the memfd past `RLIMIT_FSIZE` (it
+    // fails with EFBIG instead: see `stream`).
+    for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE, libc::SIGXFSZ] {
         // SAFETY: setting a standard disposition.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
@@ -158,6 +163,7 @@ pub(crate) fn supervise(
             ..Births::default()
         },
         request_parts: protocol::RequestParts::default(),
+        memfd,
     };
     sup.run()
 }
@@ -291,6 +297,8 @@ impl Supervisor {
                 }
                 WaitEvent::Other => {}
             }
+            // Whatever the stop recorded is read back or drained by now.
+            self.stream_finished_chunks();
         }
     }
 
@@ -412,9 +420,12 @@ impl Supervisor {
             }
             Request::EndCall { restore } => match self.call.as_ref() {
                 Some(c) if c.tid == tid => {
-                    let trace = self.end_call_state();
+                    let (trace, streamed) = self.end_call_state();
                     self.watch_late_threads(tid, restore);
-                    Reply::Trace(Box::new(trace))
+                    Reply::Trace {
+                        trace: Box::new(trace),
+                        streamed,
+                    }
                 }
                 _ => Reply::Refused("no traced call is active on this thread".into()),
             },
@@ -440,6 +451,7 @@ impl Supervisor {
         if let Some(call) = &mut self.call {
             call.code_cache = start.code_cache;
             call.cache_budget = start.cache_budget;
+            call.streams = self.memfd.is_some();
             if let Some(keep) = start.keep_accesses {
                 call.accesses = Records::bounded(keep, call.regions.iter().map(|r| r.len));
             }
@@ -448,14 +460,16 @@ impl Supervisor {
         self.arm_allocator(&start.allocator, start.native_blocks, start.arms_allocator)
     }
 
-    fn end_call_state(&mut self) -> Trace {
+    /// Ends the call: its trace, without the chunks streamed during the
+    /// call, and where those lie in the memfd.
+    fn end_call_state(&mut self) -> (Trace, Streamed) {
         // However the call ends, the allocator gets its bytes back.
         self.drain_all_logs();
         self.report_cache_entries();
         let allocations = self.disarm_allocator();
         self.read_back_writes_of(None);
         let Some(mut call) = self.call.take() else {
-            return Trace::default();
+            return (Trace::default(), Streamed::default());
         };
         let late: BTreeSet<pid_t> = call
             .threads
@@ -497,7 +511,7 @@ impl Supervisor {
             call.stats,
         );
         trace.set_allocations(allocations);
-        trace
+        (trace, call.streamed)
     }
 
     /// Reads the bytes of the pending writes of `tid` (of every thread for

@@ -9,6 +9,8 @@
 //! - `call`: the call in progress, and calls whose late threads are watched;
 //! - `fault`: one fault on a protected page: decode, plan, record, execute;
 //! - `record`: operands to `Access`es, notes and unsupported entries;
+//! - `stream`: the call's finished chunks of records, sent to the test
+//!   process through the memfd during the call;
 //! - `cache/`: the code cache: hot code translated to record its own
 //!   accesses, one stop per entry instead of one per access;
 //! - `executor/`: the ways an instruction runs once: emulation, the
@@ -50,6 +52,7 @@ mod ptrace;
 mod record;
 mod report;
 mod sigstate;
+mod stream;
 mod thread;
 mod threads;
 

@@ -60,8 +60,10 @@ impl Supervisor {
             call.unknown_syscalls.clone(),
             call.stats.clone(),
         );
-        let shown = if skip > 0 {
-            format!("the last {MAX_ACCESS_ROWS} of {total} ")
+        // Fewer when the chunks before the last were streamed (`stream`).
+        let rows = trace.access_count();
+        let shown = if rows < total {
+            format!("the last {rows} of {total} ")
         } else {
             String::new()
         };

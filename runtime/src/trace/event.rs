@@ -335,6 +335,11 @@ pub struct Stats {
     pub cache_entries: u64,
     /// Accesses (before filtering by region) that translated code logged.
     pub cache_accesses: u64,
+    /// Bytes of the trace (chunks of 32 Ki records, 1 MiB each, and chunks
+    /// of their values) the supervisor streamed to the test process during
+    /// the call, through a shared memfd, instead of holding them until its
+    /// end.
+    pub streamed_bytes: u64,
 }
 
 /// The ordered accesses of one traced call, with the regions they refer to.

@@ -63,6 +63,15 @@ const REC_SIZE: usize = size_of::<Rec>();
 const _: () = assert!(REC_SIZE == 32);
 
 impl Rec {
+    const ZERO: Rec = Rec {
+        offset: 0,
+        value: 0,
+        len: 0,
+        tid: 0,
+        site: 0,
+        region: 0,
+    };
+
     fn value_at(&self) -> usize {
         (self.value & ((1 << VALUE_AT_BITS) - 1)) as usize
     }
@@ -383,11 +392,52 @@ pub(crate) struct Records {
     site_index: IpMap<u32>,
     /// The bound and the summaries of a bounded store.
     bound: Option<Box<Bound>>,
+    /// Record chunks streamed out ([`Records::stream_out`]): `chunks[0]`
+    /// holds the records from `rec_base * CHUNK` on.
+    rec_base: usize,
+    /// Value chunks streamed out: `values[0]` is chunk `value_base`.
+    value_base: usize,
+}
+
+/// A chunk of a store handed out by [`Records::stream_out`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part<'a> {
+    /// `CHUNK` records, as their bytes.
+    Records(&'a [u8]),
+    /// A chunk of the value arena.
+    Values(&'a [u8]),
+}
+
+/// Where the chunks of a call's store that were streamed out during the
+/// call lie in the file they were written to, in order: the reply at the
+/// end of the call carries the rest of the store and this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Streamed {
+    /// Offset of each record chunk (`CHUNK` records, 1 MiB).
+    pub(crate) records: Vec<u64>,
+    /// Offset and length of each value chunk.
+    pub(crate) values: Vec<(u64, u64)>,
+}
+
+impl Streamed {
+    /// Whether nothing was streamed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.values.is_empty()
+    }
+
+    /// Bytes streamed.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
+        self.records.len() as u64 * (CHUNK * REC_SIZE) as u64
+            + self.values.iter().map(|&(_, n)| n).sum::<u64>()
+    }
 }
 
 impl PartialEq for Records {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len
+            && self.rec_base == other.rec_base
+            && self.value_base == other.value_base
             && self.bound == other.bound
             && self.iter().zip(other.iter()).all(|(a, b)| a == b)
     }
@@ -432,6 +482,11 @@ impl Records {
     /// Number of accesses kept.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Chunks of records held (not streamed out).
+    pub(crate) fn chunks_held(&self) -> usize {
+        self.chunks.len()
     }
 
     /// The bound, for a bounded store.
@@ -512,7 +567,7 @@ impl Records {
             .is_some_and(|v| v.len() + n <= VALUE_CHUNK);
         if !fits {
             // The first chunk grows as needed, later ones are whole.
-            let cap = if self.values.is_empty() {
+            let cap = if self.values.is_empty() && self.value_base == 0 {
                 n.max(64)
             } else {
                 VALUE_CHUNK
@@ -523,13 +578,14 @@ impl Records {
         let v = &mut self.values[chunk];
         let at = v.len();
         v.resize(at + n, 0);
-        chunk * VALUE_CHUNK + at
+        (self.value_base + chunk) * VALUE_CHUNK + at
     }
 
     fn value_slot(&self, at: usize, n: usize) -> &[u8] {
         let (chunk, at) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
-        self.values
-            .get(chunk)
+        chunk
+            .checked_sub(self.value_base)
+            .and_then(|c| self.values.get(c))
             .and_then(|v| v.get(at..at + n))
             .unwrap_or(&[])
     }
@@ -586,9 +642,12 @@ impl Records {
             Err(n) => (n.min(MAX_RECORDED_BYTES), 0),
         };
         let at = self.reserve_value(reserve);
-        if let Ok(b) = bytes {
-            let (chunk, off) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
-            self.values[chunk][off..off + known].copy_from_slice(&b[..known]);
+        if let Ok(b) = bytes
+            && let Some(v) = self.values.last_mut()
+        {
+            // `reserve_value` put the room at the end of the last chunk.
+            let off = at % VALUE_CHUNK;
+            v[off..off + known].copy_from_slice(&b[..known]);
         }
         let index = self.len;
         if len >= u64::from(LONG_LEN) {
@@ -615,11 +674,19 @@ impl Records {
     }
 
     fn rec(&self, index: usize) -> Option<&Rec> {
-        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+        self.chunks
+            .get((index / CHUNK).checked_sub(self.rec_base)?)?
+            .get(index % CHUNK)
     }
 
     fn rec_mut(&mut self, index: usize) -> Option<&mut Rec> {
-        self.chunks.get_mut(index / CHUNK)?.get_mut(index % CHUNK)
+        self.chunks
+            .get_mut((index / CHUNK).checked_sub(self.rec_base)?)?
+            .get_mut(index % CHUNK)
+    }
+
+    fn values_mut(&mut self, chunk: usize) -> Option<&mut Vec<u8>> {
+        self.values.get_mut(chunk.checked_sub(self.value_base)?)
     }
 
     /// Sets the value of access `index` (a write's bytes, read after the
@@ -631,7 +698,10 @@ impl Records {
         let at = rec.value_at();
         let (chunk, off) = (at / VALUE_CHUNK, at % VALUE_CHUNK);
         // The room reserved: up to the next value, or the chunk's end.
-        let room = self.values.get(chunk).map_or(0, |v| {
+        let held = chunk
+            .checked_sub(self.value_base)
+            .and_then(|c| self.values.get(c));
+        let room = held.map_or(0, |v| {
             let next = self
                 .rec(index + 1)
                 .map(Rec::value_at)
@@ -640,7 +710,7 @@ impl Records {
             next.saturating_sub(off)
         });
         let n = bytes.len().min(room).min(MAX_RECORDED_BYTES);
-        if let Some(v) = self.values.get_mut(chunk) {
+        if let Some(v) = self.values_mut(chunk) {
             v[off..off + n].copy_from_slice(&bytes[..n]);
         }
         if let Some(r) = self.rec_mut(index) {
@@ -707,7 +777,10 @@ impl Records {
     }
 
     /// Every access from `from` on, in order.
+    /// Accesses streamed out ([`Records::stream_out`]) are not held: the
+    /// iteration starts after them.
     pub(crate) fn iter_from(&self, from: usize) -> impl Iterator<Item = Stored<'_>> + '_ {
+        let from = from.max(self.rec_base * CHUNK);
         let mut callers = self.callers.iter().peekable();
         while callers.next_if(|&&(i, _)| (i as usize) < from).is_some() {}
         (from..self.len).filter_map(move |index| {
@@ -762,6 +835,8 @@ impl Records {
         self.callers.clear();
         self.long_lens.clear();
         self.len = 0;
+        self.rec_base = 0;
+        self.value_base = 0;
     }
 
     /// Releases the room the last chunks hold beyond their lengths.
@@ -774,6 +849,81 @@ impl Records {
         }
         self.site_index = IpMap::default();
     }
+
+    /// Hands `send` every chunk that can no longer change, oldest first,
+    /// and frees each one it takes. A record chunk goes when it is full,
+    /// all its records lie before access `limit` (the first that may still
+    /// change: a write whose bytes are read back at its thread's next
+    /// stop, an access whose callers are attached at the end of its fault)
+    /// and a later chunk exists; a value chunk when only records already
+    /// sent use it and a later chunk exists. So the last chunk of each
+    /// kind, where new accesses go, stays, and every record held keeps its
+    /// value. Stops at the first chunk `send` refuses (returns `false`):
+    /// that one and the later ones stay.
+    pub(crate) fn stream_out(&mut self, limit: usize, mut send: impl FnMut(Part<'_>) -> bool) {
+        let limit = limit.min(self.len);
+        while self.chunks.len() > 1
+            && (self.rec_base + 1) * CHUNK <= limit
+            && self.chunks[0].len() == CHUNK
+        {
+            if !send(Part::Records(rec_bytes(&self.chunks[0]))) {
+                return;
+            }
+            self.chunks.remove(0);
+            self.rec_base += 1;
+        }
+        // Values are in the records' order: the first record held uses the
+        // first value chunk still needed.
+        let needed = self
+            .rec(self.rec_base * CHUNK)
+            .map_or(usize::MAX, |r| r.value_at() / VALUE_CHUNK);
+        while self.values.len() > 1 && self.value_base < needed {
+            if !send(Part::Values(&self.values[0])) {
+                return;
+            }
+            self.values.remove(0);
+            self.value_base += 1;
+        }
+    }
+
+    /// Puts the chunks streamed out of this store (`streamed`) back in
+    /// front of it: `read(offset, buf)` fills `buf` with the bytes at
+    /// `offset` of the file they were written to, straight into the
+    /// chunks. For a store decoded from the reply that carried `streamed`.
+    pub(crate) fn rejoin(
+        &mut self,
+        streamed: &Streamed,
+        mut read: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if streamed.is_empty() {
+            return Ok(());
+        }
+        if self.rec_base != 0 || self.value_base != 0 {
+            return Err(std::io::Error::other("the store is not whole"));
+        }
+        let mut chunks = Vec::with_capacity(streamed.records.len() + self.chunks.len());
+        for &at in &streamed.records {
+            let mut c = vec![Rec::ZERO; CHUNK];
+            read(at, rec_bytes_mut(&mut c))?;
+            chunks.push(c);
+        }
+        let mut values = Vec::with_capacity(streamed.values.len() + self.values.len());
+        for &(at, n) in &streamed.values {
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= VALUE_CHUNK)
+                .ok_or_else(|| std::io::Error::other("a streamed value chunk too large"))?;
+            let mut v = vec![0u8; n];
+            read(at, &mut v)?;
+            values.push(v);
+        }
+        self.len += chunks.len() * CHUNK;
+        chunks.append(&mut self.chunks);
+        values.append(&mut self.values);
+        self.chunks = chunks;
+        self.values = values;
+        Ok(())
+    }
 }
 
 /// The records' bytes: `Rec` is plain integers without padding.
@@ -781,6 +931,14 @@ fn rec_bytes(recs: &[Rec]) -> &[u8] {
     // Rec's size is the sum of its fields' (checked above): no padding.
     // SAFETY: Rec is repr(C) integers without padding: every byte is initialised; u8 needs no alignment.
     unsafe { std::slice::from_raw_parts(recs.as_ptr().cast::<u8>(), std::mem::size_of_val(recs)) }
+}
+
+/// The records' bytes, to fill them: any bytes make a valid `Rec`.
+fn rec_bytes_mut(recs: &mut [Rec]) -> &mut [u8] {
+    let n = std::mem::size_of_val(recs);
+    // SAFETY: Rec is repr(C) integers without padding: any bytes written
+    // through the slice make valid records; u8 needs no alignment.
+    unsafe { std::slice::from_raw_parts_mut(recs.as_mut_ptr().cast::<u8>(), n) }
 }
 
 /// Records from the bytes [`rec_bytes`] gave (on the same architecture:
@@ -906,6 +1064,8 @@ impl<'de> Deserialize<'de> for Records {
             len,
             site_index: IpMap::default(),
             bound: w.bound,
+            rec_base: 0,
+            value_base: 0,
         })
     }
 }
@@ -1066,6 +1226,152 @@ mod tests {
         let wire = postcard::to_stdvec(&r).expect("encode");
         let back: Records = postcard::from_bytes(&wire).expect("decode");
         assert_eq!(back, r);
+    }
+
+    /// A store of `n` accesses of varied value lengths (so value chunks
+    /// end short of full), with callers and a long length here and there;
+    /// the writes' bytes are set later (`Err`).
+    fn varied(n: usize) -> Records {
+        let mut r = Records::default();
+        for i in 0..n {
+            let write = i % 3 == 0;
+            let len = if i == 5 { 7 << 32 } else { (i % 70) as u64 };
+            let value = [i as u8; 64];
+            let shown = (len as usize).min(MAX_RECORDED_BYTES);
+            let at = r.push(
+                Place {
+                    kind: if write {
+                        AccessKind::Write
+                    } else {
+                        AccessKind::Read
+                    },
+                    region: (i % 11 != 0).then_some(i % 4),
+                    offset: i as isize - 3,
+                    len,
+                    tid: (i % 5) as i32,
+                },
+                &origin(0x1000 + (i % 13) as u64, if write { "st" } else { "ld" }),
+                if write {
+                    Err(shown)
+                } else {
+                    Ok(&value[..shown])
+                },
+            );
+            if let Some(at) = at
+                && i % 1000 == 7
+            {
+                r.set_callers(at, &[i as u64, 1, 2]);
+            }
+        }
+        r
+    }
+
+    /// Streams `r` out into a byte file as the supervisor does, and gives
+    /// where each chunk went.
+    fn stream_into(r: &mut Records, limit: usize, file: &mut Vec<u8>, out: &mut Streamed) {
+        r.stream_out(limit, |part| {
+            let at = file.len() as u64;
+            match part {
+                Part::Records(b) => {
+                    file.extend_from_slice(b);
+                    out.records.push(at);
+                }
+                Part::Values(b) => {
+                    file.extend_from_slice(b);
+                    out.values.push((at, b.len() as u64));
+                }
+            }
+            true
+        });
+    }
+
+    /// The test process's side: the reply's store, decoded, with the
+    /// streamed chunks read back from `file`.
+    fn rejoined(tail: &Records, file: &[u8], streamed: &Streamed) -> Records {
+        let wire = postcard::to_stdvec(tail).expect("encode");
+        let mut back: Records = postcard::from_bytes(&wire).expect("decode");
+        back.rejoin(streamed, |at, buf| {
+            let at = at as usize;
+            buf.copy_from_slice(&file[at..at + buf.len()]);
+            Ok(())
+        })
+        .expect("rejoin");
+        back
+    }
+
+    #[test]
+    fn a_store_streamed_out_in_chunks_and_rejoined_equals_the_whole_store() {
+        let n = 5 * CHUNK + 123;
+        let mut whole = varied(n);
+        for i in (0..n).step_by(3) {
+            whole.set_bytes(i, &[(i as u8).wrapping_mul(7); 64]);
+        }
+        let mut r = varied(n);
+        let mut file = Vec::new();
+        let mut streamed = Streamed::default();
+        // The writes of the first two chunks and a half are read back; the
+        // rest still wait (the oldest is the limit).
+        let limit = 2 * CHUNK + CHUNK / 2;
+        for i in (0..limit).step_by(3) {
+            r.set_bytes(i, &[(i as u8).wrapping_mul(7); 64]);
+        }
+        let limit = limit.next_multiple_of(3);
+        stream_into(&mut r, limit, &mut file, &mut streamed);
+        assert_eq!(streamed.records.len(), 2, "chunks wholly before the limit");
+        assert!(!streamed.values.is_empty());
+        assert!(r.heap_bytes() < whole.heap_bytes());
+        // The records held are whole, with their values.
+        assert_eq!(r.iter().count(), n - 2 * CHUNK);
+        assert!(
+            r.iter()
+                .zip(whole.iter_from(2 * CHUNK))
+                .take(limit - 2 * CHUNK)
+                .all(|(a, b)| a == b)
+        );
+        for i in (limit..n).step_by(3) {
+            r.set_bytes(i, &[(i as u8).wrapping_mul(7); 64]);
+        }
+        stream_into(&mut r, n, &mut file, &mut streamed);
+        assert_eq!(streamed.records.len(), 5, "all but the last chunk");
+        assert_eq!(streamed.bytes(), file.len() as u64);
+        r.shrink_to_fit();
+        let back = rejoined(&r, &file, &streamed);
+        assert_eq!(back, whole);
+        assert_eq!(back.get(5).map(|a| a.len), Some(7 << 32));
+        assert_eq!(
+            back.get(1007).map(|a| a.callers),
+            Some(&[1007u64, 1, 2][..])
+        );
+        // Nothing streamed: the reply is the whole store.
+        let mut small = varied(100);
+        let mut none = Streamed::default();
+        stream_into(&mut small, 100, &mut Vec::new(), &mut none);
+        assert!(none.is_empty());
+        assert_eq!(rejoined(&small, &[], &none), small);
+    }
+
+    #[test]
+    fn a_chunk_the_sink_refuses_stays_in_the_store() {
+        let n = 3 * CHUNK + 1;
+        let whole = varied(n);
+        let mut r = varied(n);
+        let mut sent = 0;
+        r.stream_out(n, |_| {
+            sent += 1;
+            sent == 1
+        });
+        assert_eq!(r.iter().count(), n - CHUNK);
+        // Refused again: nothing lost, nothing more sent.
+        r.stream_out(n, |_| false);
+        assert_eq!(r.iter().count(), n - CHUNK);
+        let mut file = Vec::new();
+        let mut streamed = Streamed::default();
+        // What was sent first is in the file as the supervisor writes it.
+        let mut first = varied(n);
+        stream_into(&mut first, CHUNK - 1, &mut file, &mut streamed);
+        assert_eq!(streamed.records.len(), 0, "the limit holds the chunk back");
+        stream_into(&mut first, n, &mut file, &mut streamed);
+        assert_eq!(rejoined(&first, &file, &streamed), whole);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The test process's side of the protocol (see `protocol`): start and end
 //! a traced call, and ring the supervisor's doorbell.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::MutexGuard;
 
@@ -11,6 +14,7 @@ use crate::layout::{CLIENT_GADGET_OFFSET, protected_spans};
 use crate::protocol::{self, Reply, Request, StartCall};
 use crate::trace::declared::Declared;
 use crate::trace::event::{RegionDesc, Trace};
+use crate::trace::store::Streamed;
 
 /// A `mprotect` to apply: `(start, len, prot)`.
 pub type Protection = (u64, u64, i32);
@@ -34,6 +38,8 @@ pub struct ActiveCall {
     /// The allocator breakpoints this side put in place (see
     /// `allocator::set_breakpoints`), removed before the end request.
     breakpoints: u16,
+    /// The memfd the supervisor streams the trace to (see `protocol`).
+    memfd: Option<&'static File>,
 }
 
 /// What `begin_call` made and keeps until the end request is sent.
@@ -172,6 +178,7 @@ pub fn begin_call(
         start: None,
         affinity,
         breakpoints: 0,
+        memfd: client.memfd(),
     };
     // Set before the request: from the supervisor's answer on, nothing here
     // allocates or frees (the request is kept until the end is sent).
@@ -185,7 +192,7 @@ pub fn begin_call(
                 call: call.to_owned(),
                 reason,
             }),
-            Reply::Trace(_) => Err(CallError::Protocol {
+            Reply::Trace { .. } => Err(CallError::Protocol {
                 call: call.to_owned(),
                 what: "a trace in answer to StartCall".into(),
             }),
@@ -249,9 +256,28 @@ impl ActiveCall {
             call: call.clone(),
             source,
         };
+        let memfd = self.memfd;
         let result = sent
             .map_err(io_err)
-            .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err));
+            .and_then(|()| protocol::read_frame::<Reply>(&mut *guard).map_err(io_err))
+            .and_then(|reply| match reply {
+                // Read while holding the call lock: the next call's
+                // supervisor writes the memfd again.
+                Reply::Trace {
+                    mut trace,
+                    streamed,
+                } => match rejoin(&mut trace, &streamed, memfd) {
+                    Ok(()) => Ok(Reply::Trace {
+                        trace,
+                        streamed: Streamed::default(),
+                    }),
+                    Err(e) => Err(CallError::Protocol {
+                        call: call.clone(),
+                        what: format!("cannot read the trace's streamed records back: {e}"),
+                    }),
+                },
+                other => Ok(other),
+            });
         let first_err = first_err.map(|(addr, source)| CallError::Protect {
             call: self.call.clone(),
             addr,
@@ -266,7 +292,7 @@ impl ActiveCall {
             return Err(err);
         }
         match result? {
-            Reply::Trace(trace) => Ok(*trace),
+            Reply::Trace { trace, .. } => Ok(*trace),
             other => Err(CallError::Protocol {
                 call: self.call.clone(),
                 what: format!("{other:?} in answer to EndCall"),
@@ -405,4 +431,39 @@ fn set_running_call_on_this_thread(call: Option<String>) {
 /// when freeing is harmless).
 fn take_running_call_on_this_thread() -> Option<String> {
     RUNNING_CALL.with(|r| r.borrow_mut().take())
+}
+
+/// Reads the chunks of `trace`'s records the supervisor streamed to the
+/// memfd during the call back into the trace, straight into its chunks,
+/// then empties the memfd for the next call. Each range read is released
+/// at once (a hole punched), so the records are not held twice meanwhile.
+fn rejoin(trace: &mut Trace, streamed: &Streamed, memfd: Option<&File>) -> io::Result<()> {
+    if streamed.is_empty() {
+        return Ok(());
+    }
+    let Some(memfd) = memfd else {
+        return Err(io::Error::other(
+            "the supervisor streamed records but this process has no memfd",
+        ));
+    };
+    let read = trace.records.rejoin(streamed, |at, buf| {
+        memfd.read_exact_at(buf, at)?;
+        let (Ok(off), Ok(len)) = (i64::try_from(at), i64::try_from(buf.len())) else {
+            return Ok(());
+        };
+        // Refused (an old kernel), the bytes stay until the truncation.
+        // SAFETY: fallocate on a descriptor this process owns; the hole
+        // changes only the file's contents, which were just read.
+        unsafe {
+            libc::fallocate(
+                memfd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        Ok(())
+    });
+    let emptied = memfd.set_len(0);
+    read.and(emptied)
 }

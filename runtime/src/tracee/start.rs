@@ -2,6 +2,7 @@
 //! supervisor's handshake whether it is traced, installs the seccomp filter,
 //! and keeps its tracing state for every later call.
 
+use std::fs::File;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,9 @@ pub(crate) struct Client {
     sock: Mutex<UnixStream>,
     /// The CPU the supervisor stays on.
     cpu: Option<usize>,
+    /// The memfd the supervisor streams a call's trace to (see `protocol`),
+    /// read only while holding the call lock.
+    memfd: Option<File>,
 }
 
 impl Client {
@@ -67,6 +71,11 @@ impl Client {
     /// The CPU the supervisor stays on.
     pub(crate) fn cpu(&self) -> Option<usize> {
         self.cpu
+    }
+
+    /// The memfd the supervisor streams a call's trace to.
+    pub(crate) fn memfd(&self) -> Option<&File> {
+        self.memfd.as_ref()
     }
 }
 
@@ -81,6 +90,7 @@ pub(crate) fn start(
     parent_pid: libc::pid_t,
     reserved: Option<u64>,
     stub_base: u64,
+    memfd: Option<File>,
 ) -> Result<Launched, LaunchError> {
     STUB_BASE.store(stub_base, Ordering::Relaxed);
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
@@ -110,6 +120,7 @@ pub(crate) fn start(
             install(State::Traced(Client {
                 sock: Mutex::new(sock),
                 cpu,
+                memfd,
             }));
             Launched::Traced
         }
