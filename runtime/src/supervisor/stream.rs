@@ -14,7 +14,8 @@ impl Supervisor {
     /// Streams the call's chunks that can no longer change (see
     /// `Records::stream_out`). A record may still change while a thread
     /// has a write pending (its bytes are read back at the thread's next
-    /// stop) or while an out-of-bounds access waits for its callers: the
+    /// stop) or while an access waits for its callers (out of bounds, or
+    /// breaking a declared contract): the
     /// oldest of those is the limit. Called after each stop is handled;
     /// costs a comparison until a second chunk of records exists. A write
     /// the memfd refuses (ENOSPC, EFBIG past `RLIMIT_FSIZE`, ...) ends
@@ -34,7 +35,7 @@ impl Supervisor {
             .min();
         let limit = pending
             .into_iter()
-            .chain(call.out_of_bounds.iter().copied())
+            .chain(call.flagged.iter().copied())
             .min()
             .unwrap_or(usize::MAX);
         let Call {
