@@ -387,7 +387,15 @@ impl Tracer {
     /// ```
     #[must_use = "a declaration is made by the contract methods of what this returns"]
     pub fn expect_during(&mut self, region: &impl Region) -> During<'_> {
-        During::new(self, region)
+        let id = region.region_id();
+        let index = match self.declared.iter().position(|d| d.region == id) {
+            Some(i) => i,
+            None => {
+                self.declared.push(Declared::new(id));
+                self.declared.len() - 1
+            }
+        };
+        During::new(&mut self.declared[index])
     }
 
     /// The contracts declared with [`Tracer::expect_during`], one entry per
@@ -396,22 +404,6 @@ impl Tracer {
     /// after a [`Tracer::try_call`].
     pub fn declarations(&self) -> &[Declared] {
         &self.declared
-    }
-
-    /// The index of `region`'s declared contracts, made empty if new.
-    pub(crate) fn declare(&mut self, region: RegionId) -> usize {
-        match self.declared.iter().position(|d| d.region == region) {
-            Some(i) => i,
-            None => {
-                self.declared.push(Declared::new(region));
-                self.declared.len() - 1
-            }
-        }
-    }
-
-    /// The declared contracts at `index` (from [`Tracer::declare`]).
-    pub(crate) fn declared_at(&mut self, index: usize) -> &mut Declared {
-        &mut self.declared[index]
     }
 
     /// Lets calls whose trace has [`Unsupported`](traced_ffi_runtime::Unsupported)
