@@ -299,8 +299,11 @@ pub struct Note {
     pub tid: i32,
 }
 
-/// What tracing one call cost, counted by the supervisor.
+/// What tracing one call cost, counted by the supervisor. New counters
+/// come with new tracing machinery (the code cache's, streaming's), so the
+/// struct is `#[non_exhaustive]`: read its fields, do not build it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Page faults on protected pages handled during the call.
     pub faults: u64,
