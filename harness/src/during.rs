@@ -23,7 +23,7 @@ use traced_ffi_runtime::Declared;
 /// # let input = t.buffer("in", 64);
 /// t.expect_during(&out).writes_only(0..16).reads_nothing();
 /// t.expect_during(&input).writes_nothing();
-/// // let ((), trace) = t.call(|| unsafe { fill(out.as_mut_ptr(), 16, 0xab) });
+/// // Each later `t.call` checks them, and fails with the explanation.
 /// ```
 pub struct During<'t> {
     declared: &'t mut Declared,

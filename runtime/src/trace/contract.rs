@@ -54,6 +54,7 @@ fn contract_failed(msg: String) -> ! {
 /// region, the offending accesses) and returns the `Expect` so checks chain:
 ///
 /// ```text
+/// // SAFETY: `out` holds 16 bytes.
 /// let ((), trace) = t.call(|| unsafe { fill(out.as_mut_ptr(), 16, 0xab) });
 /// trace.expect(&out).writes_exactly(0..16).reads_nothing();
 /// trace.expect(&input).reads_exactly(0..n).writes_nothing().reads_each_byte_at_most(1);
@@ -373,18 +374,33 @@ impl<'t> Expect<'t> {
 
     #[track_caller]
     fn writes_within(self, allowed: &RangeSet) -> Self {
+        let written = self.written_or_maybe();
+        self.only_within(allowed, "writes", "written", &written, Self::is_store)
+    }
+
+    /// No access `counted` touched a byte outside `allowed` (in bounds or
+    /// out), and no byte of `touched` (the region's bytes it touched, exact
+    /// even in a bounded trace) lies outside it: `<verb> only ...`.
+    #[track_caller]
+    fn only_within(
+        self,
+        allowed: &RangeSet,
+        verb: &str,
+        label: &str,
+        touched: &RangeSet,
+        counted: fn(&AccessRef<'_>) -> bool,
+    ) -> Self {
         let stray: Vec<AccessRef<'_>> = self
             .accesses()
-            .filter(|a| Self::is_store(a) && !covers(allowed, &a.range()))
+            .filter(|a| counted(a) && !covers(allowed, &a.range()))
             .collect();
-        let written = self.written_or_maybe();
-        let outside = minus(&written, allowed);
+        let outside = minus(touched, allowed);
         if !stray.is_empty() || !outside.is_empty() {
             self.fail(
-                &format!("writes only {}", fmt_ranges(allowed)),
+                &format!("{verb} only {}", fmt_ranges(allowed)),
                 &[
                     ("allowed", fmt_set(allowed)),
-                    ("written", fmt_set(&written)),
+                    (label, fmt_set(touched)),
                     ("outside", fmt_set(&outside)),
                 ],
                 &stray,
@@ -403,24 +419,10 @@ impl<'t> Expect<'t> {
 
     #[track_caller]
     fn reads_within(self, allowed: &RangeSet) -> Self {
-        let stray: Vec<AccessRef<'_>> = self
-            .accesses()
-            .filter(|a| a.kind == AccessKind::Read && !covers(allowed, &a.range()))
-            .collect();
         let read = self.trace.read(&self.region.id);
-        let outside = minus(&read, allowed);
-        if !stray.is_empty() || !outside.is_empty() {
-            self.fail(
-                &format!("reads only {}", fmt_ranges(allowed)),
-                &[
-                    ("allowed", fmt_set(allowed)),
-                    ("read", fmt_set(&read)),
-                    ("outside", fmt_set(&outside)),
-                ],
-                &stray,
-            );
-        }
-        self
+        self.only_within(allowed, "reads", "read", &read, |a| {
+            a.kind == AccessKind::Read
+        })
     }
 
     /// The bytes `bytes` were read, and no other byte (in or out of bounds).

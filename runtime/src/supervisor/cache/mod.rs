@@ -326,13 +326,15 @@ impl Supervisor {
         if end <= log || end > log + (CACHE_GUARD_OFFSET - CACHE_LOG_OFFSET) {
             return;
         }
-        // SAFETY: the log is a shared mapping of CACHE_LOG_SIZE bytes made
-        // before the fork at this address in both processes
-        // (`launch::map_stub_area`), never unmapped, and `end - log` is
-        // within it (checked above). Its only writer, `tid`'s translated
-        // code, is stopped until this drain is over (a log is drained at a
-        // stop), so the bytes do not change while they are read in place.
-        let bytes = unsafe { std::slice::from_raw_parts(log as *const u8, (end - log) as usize) };
+        // The log is a shared mapping of CACHE_LOG_SIZE bytes made before
+        // the fork at this address in both processes
+        // (`launch::map_stub_area`), never unmapped. Its only writer, `tid`'s
+        // translated code, is stopped until this drain is over (a log is
+        // drained at a stop), so the bytes do not change while read in place.
+        let len = (end - log) as usize;
+        // SAFETY: `log..log + len` lies in that mapping (`end` was checked
+        // above), which stays mapped and unchanged while `bytes` lives.
+        let bytes = unsafe { std::slice::from_raw_parts(log as *const u8, len) };
         if !self.write_cells(slot, cell::LOG_PTR, &[log]) {
             report(format_args!("cannot empty the access log of thread {tid}"));
         }

@@ -735,7 +735,7 @@ pub(in crate::supervisor) fn translate(
                     indirect.push((label, ip, Via::Target, false));
                     break;
                 }
-                Take::IndirectJmpMem => {
+                Take::IndirectJmpMem | Take::Ret => {
                     log_around(
                         &mut e,
                         &d,
@@ -747,22 +747,8 @@ pub(in crate::supervisor) fn translate(
                     )?;
                     let label = e.fake();
                     e.jmp(label)?;
-                    indirect.push((label, ip, Via::Ea, false));
-                    break;
-                }
-                Take::Ret => {
-                    log_around(
-                        &mut e,
-                        &d,
-                        place,
-                        &mut sites,
-                        &mut factory,
-                        Middle::Nothing,
-                        Some(ip),
-                    )?;
-                    let label = e.fake();
-                    e.jmp(label)?;
-                    indirect.push((label, ip, Via::Stack, true));
+                    let ret = matches!(take, Take::Ret);
+                    indirect.push((label, ip, if ret { Via::Stack } else { Via::Ea }, ret));
                     break;
                 }
                 Take::Exit => {}
